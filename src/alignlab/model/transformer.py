@@ -1,0 +1,363 @@
+"""A lean decoder-only transformer (GPT-NeoX/Pythia, or Llama) with TransformerLens hook points.
+
+Weights are stored fused (one QKV matrix, one gate+up matrix) because on small models the number
+of kernel launches, not FLOPs, limits CPU throughput; `alignlab.model.hf` converts to and from
+Hugging Face's layouts.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal, overload
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from alignlab.model.config import ModelConfig
+from alignlab.model.hooks import HookedModule, HookPoint
+
+ReturnType = Literal["logits", "loss", "both"]
+
+
+class Norm(nn.Module):
+    """LayerNorm (neox) or RMSNorm (llama), exposing ``hook_normalized`` (after the gain)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.rms = cfg.arch == "llama"
+        self.eps = cfg.norm_eps
+        self.weight = nn.Parameter(torch.ones(cfg.d_model))
+        self.bias = None if self.rms else nn.Parameter(torch.zeros(cfg.d_model))
+        self.hook_normalized = HookPoint()
+
+    def forward(self, x: Float[Tensor, "b p d"]) -> Float[Tensor, "b p d"]:
+        if self.rms:
+            # Same op order as HF LlamaRMSNorm (fp32 variance), which the 1e-5 parity relies on.
+            dtype = x.dtype
+            h = x.float()
+            h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+            out = self.weight * h.to(dtype)
+        else:
+            out = F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+        return self.hook_normalized(out)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding on the first ``rotary_dim`` dims (rotate-half convention)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.dim = cfg.rotary_dim
+        self.base = cfg.rotary_base
+        # Tables are built lazily for the lengths actually used: Llama configs declare n_ctx of
+        # 10^5 tokens, and a full table per layer would cost hundreds of MB.
+        self.register_buffer("cos", torch.empty(0, self.dim), persistent=False)
+        self.register_buffer("sin", torch.empty(0, self.dim), persistent=False)
+
+    def _tables(self, length: int, device: torch.device) -> tuple[Tensor, Tensor]:
+        if self.cos.shape[0] < length or self.cos.device != device:
+            n = max(length, 256)
+            # Same formula as HF's default rope init so cos/sin agree bit-for-bit.
+            inv_freq = 1.0 / (
+                self.base ** (torch.arange(0, self.dim, 2, dtype=torch.int64).float() / self.dim)
+            )
+            freqs = torch.outer(torch.arange(n).float(), inv_freq)
+            emb = torch.cat((freqs, freqs), dim=-1).to(device)
+            self.cos, self.sin = emb.cos(), emb.sin()
+        return self.cos, self.sin
+
+    def forward(
+        self, x: Float[Tensor, "b p h dh"], positions: Int[Tensor, "b p"] | None
+    ) -> Float[Tensor, "b p h dh"]:
+        if self.dim == 0:
+            return x
+        p = x.shape[1]
+        if positions is None:
+            cos_t, sin_t = self._tables(p, x.device)
+            cos, sin = cos_t[:p, None, :], sin_t[:p, None, :]
+        else:
+            cos_t, sin_t = self._tables(int(positions.max()) + 1, x.device)
+            cos, sin = cos_t[positions][:, :, None, :], sin_t[positions][:, :, None, :]
+        cos, sin = cos.to(x.dtype), sin.to(x.dtype)
+        rot, rest = x[..., : self.dim], x[..., self.dim :]
+        half = self.dim // 2
+        rotated = torch.cat((-rot[..., half:], rot[..., :half]), dim=-1)
+        return torch.cat((rot * cos + rotated * sin, rest), dim=-1)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.n_heads, self.n_kv, self.d_head = cfg.n_heads, cfg.kv_heads, cfg.d_head
+        bias = cfg.arch == "neox"
+        self.W_QKV = nn.Linear(cfg.d_model, (self.n_heads + 2 * self.n_kv) * self.d_head, bias=bias)
+        self.W_O = nn.Linear(self.n_heads * self.d_head, cfg.d_model, bias=bias)
+        self.rotary = Rotary(cfg)
+        self.hook_q = HookPoint()  # [b, p, h, dh], before rotation
+        self.hook_k = HookPoint()  # [b, p, kv_h, dh]
+        self.hook_v = HookPoint()
+        self.hook_rot_q = HookPoint()
+        self.hook_rot_k = HookPoint()
+        self.hook_attn_scores = HookPoint()  # [b, h, q, k], masked, before softmax
+        self.hook_pattern = HookPoint()  # [b, h, q, k]
+        self.hook_z = HookPoint()  # [b, p, h, dh]
+
+    def forward(
+        self,
+        x: Float[Tensor, "b p d"],
+        positions: Int[Tensor, "b p"] | None = None,
+        mask: Tensor | None = None,
+    ) -> Float[Tensor, "b p d"]:
+        b, p, _ = x.shape
+        hd, nq, nkv = self.d_head, self.n_heads, self.n_kv
+        qkv = self.W_QKV(x)
+        q, k, v = qkv.split((nq * hd, nkv * hd, nkv * hd), dim=-1)
+        q = self.hook_q(q.view(b, p, nq, hd))
+        k = self.hook_k(k.view(b, p, nkv, hd))
+        v = self.hook_v(v.view(b, p, nkv, hd))
+        q = self.hook_rot_q(self.rotary(q, positions)).transpose(1, 2)
+        k = self.hook_rot_k(self.rotary(k, positions)).transpose(1, 2)
+        v = v.transpose(1, 2)
+        if nkv != nq:
+            k = k.repeat_interleave(nq // nkv, dim=1)
+            v = v.repeat_interleave(nq // nkv, dim=1)
+        if self.hook_pattern.active or self.hook_attn_scores.active:
+            scores = q @ k.transpose(-1, -2) / math.sqrt(hd)
+            allowed = mask if mask is not None else _causal(p, x.device)
+            scores = self.hook_attn_scores(scores.masked_fill(~allowed, float("-inf")))
+            pattern = self.hook_pattern(scores.softmax(dim=-1))
+            z = pattern @ v
+        elif mask is None:
+            # Fused kernel when nobody is looking at the pattern: same maths, far fewer launches.
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        z = self.hook_z(z.transpose(1, 2))
+        return self.W_O(z.reshape(b, p, nq * hd))
+
+
+def _causal(p: int, device: torch.device) -> Tensor:
+    return torch.ones(p, p, dtype=torch.bool, device=device).tril()
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.gated = cfg.arch == "llama"
+        w = cfg.mlp_width
+        # Llama: gate and up projections fused as [gate; up].
+        self.W_in = nn.Linear(cfg.d_model, 2 * w if self.gated else w, bias=not self.gated)
+        self.W_out = nn.Linear(w, cfg.d_model, bias=not self.gated)
+        self.hook_pre = HookPoint()  # [b, p, d_mlp] (the gate pre-activation for llama)
+        self.hook_post = HookPoint()  # [b, p, d_mlp]
+
+    def forward(self, x: Float[Tensor, "b p d"]) -> Float[Tensor, "b p d"]:
+        h = self.W_in(x)
+        if self.gated:
+            gate, up = h.chunk(2, dim=-1)
+            post = F.silu(self.hook_pre(gate)) * up
+        else:
+            post = F.gelu(self.hook_pre(h))
+        return self.W_out(self.hook_post(post))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.hook_resid_pre = HookPoint()
+        self.ln1 = Norm(cfg)
+        self.attn = Attention(cfg)
+        self.hook_attn_out = HookPoint()
+        if cfg.sequential and not cfg.attn_only:
+            self.hook_resid_mid = HookPoint()
+        if not cfg.attn_only:
+            self.ln2 = Norm(cfg)
+            self.mlp = MLP(cfg)
+            self.hook_mlp_out = HookPoint()
+        self.hook_resid_post = HookPoint()
+
+    def forward(
+        self, x: Float[Tensor, "b p d"], positions: Tensor | None, mask: Tensor | None
+    ) -> Float[Tensor, "b p d"]:
+        resid = self.hook_resid_pre(x)
+        attn_out = self.hook_attn_out(self.attn(self.ln1(resid), positions, mask))
+        if self.cfg.attn_only:
+            return self.hook_resid_post(resid + attn_out)
+        if self.cfg.sequential:
+            mid = self.hook_resid_mid(resid + attn_out)
+            return self.hook_resid_post(mid + self.hook_mlp_out(self.mlp(self.ln2(mid))))
+        mlp_out = self.hook_mlp_out(self.mlp(self.ln2(resid)))
+        return self.hook_resid_post(mlp_out + attn_out + resid)
+
+
+class Transformer(HookedModule):
+    """Decoder-only transformer with TransformerLens hook names.
+
+    Example:
+        >>> from alignlab.model import Transformer, model_preset
+        >>> model = Transformer(model_preset("al-30k"))
+        >>> tokens = torch.randint(0, 128, (2, 16))
+        >>> model(tokens).shape  # [batch, pos, d_vocab]
+        torch.Size([2, 16, 128])
+        >>> loss = model(tokens, return_type="loss")
+        >>> logits, cache = model.run_with_cache(tokens, names_filter="blocks.0.attn.hook_pattern")
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.d_vocab, cfg.d_model)
+        self.hook_embed = HookPoint()
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.ln_final = Norm(cfg)
+        self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
+        self.tokenizer: object | None = None  # a transformers tokenizer, attached by load()
+        self.init_weights()
+        self.setup_hooks()
+
+    @torch.no_grad()
+    def init_weights(self, seed: int | None = None) -> None:
+        """Normal(0, init_std) weights; residual-writing matrices scaled by 1/sqrt(2 n_layers)
+        (GPT-2 / Megatron "wang init"), zero biases, unit gains."""
+        gen = None
+        if seed is not None:
+            gen = torch.Generator().manual_seed(seed)
+        std = self.cfg.init_std
+        for name, p in self.named_parameters():
+            if name.endswith("bias"):
+                p.zero_()
+            elif p.ndim == 1:
+                p.fill_(1.0)
+            else:
+                s = (
+                    std / math.sqrt(2 * self.cfg.n_layers)
+                    if "W_O" in name or "W_out" in name
+                    else std
+                )
+                p.copy_(torch.randn(p.shape, generator=gen) * s)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.weight.device
+
+    @overload
+    def forward(
+        self,
+        tokens: Int[Tensor, "b p"],
+        return_type: Literal["logits"] = "logits",
+        loss_mask: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+    ) -> Float[Tensor, "b p v"]: ...
+
+    @overload
+    def forward(
+        self,
+        tokens: Int[Tensor, "b p"],
+        return_type: Literal["loss"],
+        loss_mask: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+    ) -> Float[Tensor, ""]: ...
+
+    @overload
+    def forward(
+        self,
+        tokens: Int[Tensor, "b p"],
+        return_type: Literal["both"],
+        loss_mask: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]: ...
+
+    def forward(
+        self,
+        tokens: Int[Tensor, "b p"],
+        return_type: ReturnType = "logits",
+        loss_mask: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """Run the model.
+
+        Args:
+            tokens: token ids ``[batch, pos]`` (a 1-D tensor is treated as one sequence).
+            return_type: "logits" ``[batch, pos, d_vocab]``, "loss" (mean next-token
+                cross-entropy) or "both".
+            loss_mask: ``[batch, pos]``; True where a token is a prediction target (e.g. only the
+                completion of a prompt/completion pair). Position 0 is never a target.
+            attention_mask: ``[batch, pos]``; 1 for real tokens, 0 for padding (left or right).
+                Positions are counted over real tokens only, so left-padded batches match
+                unpadded runs.
+        """
+        if tokens.ndim == 1:
+            tokens = tokens[None]
+        b, p = tokens.shape
+        if p > self.cfg.n_ctx:
+            raise ValueError(f"sequence length {p} exceeds the model's n_ctx ({self.cfg.n_ctx})")
+        positions = mask = None
+        if attention_mask is not None:
+            am = attention_mask.bool()
+            positions = (am.long().cumsum(-1) - 1).clamp(min=0)
+            mask = _causal(p, tokens.device)[None, None] & am[:, None, None, :]
+            # A fully padded query row would be all -inf (NaN softmax); let it see itself.
+            mask = mask | torch.eye(p, dtype=torch.bool, device=tokens.device)[None, None]
+        x = self.hook_embed(self.embed(tokens))
+        for block in self.blocks:
+            x = block(x, positions, mask)
+        logits = self.unembed(self.ln_final(x))
+        if return_type == "logits":
+            return logits
+        loss = lm_loss(logits, tokens, loss_mask)
+        return loss if return_type == "loss" else (logits, loss)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        tokens: Int[Tensor, "b p"],
+        max_new_tokens: int,
+        temperature: float = 0.0,
+        stop_token: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Int[Tensor, "b q"]:
+        """Greedy (temperature 0) or sampled continuation; returns prompt + new tokens.
+
+        A sequence that emitted ``stop_token`` keeps emitting it, so rows stay aligned.
+        """
+        if tokens.ndim == 1:
+            tokens = tokens[None]
+        out = tokens
+        done = torch.zeros(out.shape[0], dtype=torch.bool, device=out.device)
+        for _ in range(max_new_tokens):
+            logits = self(out[:, -self.cfg.n_ctx :])[:, -1]
+            if temperature <= 0:
+                nxt = logits.argmax(-1)
+            else:
+                probs = (logits / temperature).softmax(-1)
+                nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
+            if stop_token is not None:
+                nxt = torch.where(done, torch.full_like(nxt, stop_token), nxt)
+                done |= nxt == stop_token
+            out = torch.cat([out, nxt[:, None]], dim=1)
+            if stop_token is not None and bool(done.all()):
+                break
+        return out
+
+    def save_pretrained(self, path: str, tokenizer: object | None = None) -> None:
+        """Write a Hugging Face model directory (see `alignlab.model.hf.save_pretrained`)."""
+        from alignlab.model.hf import save_pretrained
+
+        save_pretrained(self, path, tokenizer=tokenizer)
+
+
+def lm_loss(
+    logits: Float[Tensor, "b p v"], tokens: Int[Tensor, "b p"], loss_mask: Tensor | None = None
+) -> Float[Tensor, ""]:
+    """Mean next-token cross-entropy, optionally over the target positions in ``loss_mask``."""
+    pred = logits[:, :-1].reshape(-1, logits.shape[-1])
+    target = tokens[:, 1:].reshape(-1)
+    if loss_mask is None:
+        return F.cross_entropy(pred, target)
+    m = loss_mask[:, 1:].reshape(-1).bool()
+    if not bool(m.any()):
+        raise ValueError("loss_mask selects no target tokens")
+    return F.cross_entropy(pred[m], target[m])
