@@ -63,7 +63,8 @@ class ModelConfig:
             )
         if self.n_kv_heads is not None and (self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads):
             problems.append(
-                f"n_kv_heads ({self.n_kv_heads}) must be positive and divide n_heads ({self.n_heads})"
+                f"n_kv_heads ({self.n_kv_heads}) must be positive and divide "
+                f"n_heads ({self.n_heads})"
             )
         if self.arch == "neox" and self.n_kv_heads not in (None, self.n_heads):
             problems.append("grouped-query attention (n_kv_heads) needs arch='llama'")

@@ -27,7 +27,7 @@ _HF_ARCH = {"neox": ("gpt_neox", "GPTNeoXForCausalLM"), "llama": ("llama", "Llam
 
 
 def hf_config(cfg: ModelConfig) -> dict[str, Any]:
-    """The Hugging Face config.json for an alignlab config (readable by old and new transformers)."""
+    """Hugging Face config.json for an alignlab config (readable by old and new transformers)."""
     from alignlab.model import tokenizer as tk
 
     vocab = tk.vocabulary()
@@ -144,7 +144,7 @@ def to_hf_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
 
 def from_hf_state_dict(cfg: ModelConfig, hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Hugging Face parameter names and layouts -> alignlab's state dict."""
-    H, KV, hd, d = cfg.n_heads, cfg.kv_heads, cfg.d_head, cfg.d_model
+    H, hd, d = cfg.n_heads, cfg.d_head, cfg.d_model
     out: dict[str, torch.Tensor] = {}
 
     def get(name: str) -> torch.Tensor:
@@ -275,7 +275,7 @@ def save_pretrained(
         )
         (tmp / "config.json").write_text(json.dumps(hf_config(model.cfg), indent=2))
         (tmp / "generation_config.json").write_text(json.dumps({"do_sample": False}))
-        tok = tokenizer or model.tokenizer
+        tok: Any = tokenizer or model.tokenizer
         if tok is None and model.cfg.d_vocab == tk.VOCAB_SIZE:
             tok = tk.hf_tokenizer()
         if tok is not None:

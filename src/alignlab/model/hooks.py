@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 HookFn = Callable[[torch.Tensor, "HookPoint"], torch.Tensor | None]
-NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]
+NamesFilter = Union[None, str, Sequence[str], Callable[[str], bool]]  # noqa: UP007
 
 
 class HookPoint(nn.Module):
@@ -96,8 +96,8 @@ class HookedModule(nn.Module):
             return self.hook_dict[name]
         except KeyError:
             raise KeyError(
-                f"no hook point named {name!r}; see model.hook_names() for the {len(self.hook_dict)} "
-                "available names"
+                f"no hook point named {name!r}; model.hook_names() lists the "
+                f"{len(self.hook_dict)} available names"
             ) from None
 
     def reset_hooks(self) -> None:

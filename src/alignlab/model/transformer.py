@@ -53,6 +53,8 @@ class Rotary(nn.Module):
         self.base = cfg.rotary_base
         # Tables are built lazily for the lengths actually used: Llama configs declare n_ctx of
         # 10^5 tokens, and a full table per layer would cost hundreds of MB.
+        self.cos: Tensor
+        self.sin: Tensor
         self.register_buffer("cos", torch.empty(0, self.dim), persistent=False)
         self.register_buffer("sin", torch.empty(0, self.dim), persistent=False)
 
@@ -291,7 +293,7 @@ class Transformer(HookedModule):
         """
         if tokens.ndim == 1:
             tokens = tokens[None]
-        b, p = tokens.shape
+        p = tokens.shape[1]
         if p > self.cfg.n_ctx:
             raise ValueError(f"sequence length {p} exceeds the model's n_ctx ({self.cfg.n_ctx})")
         positions = mask = None
