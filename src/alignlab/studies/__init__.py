@@ -1,0 +1,1 @@
+"""Studies: short, readable scripts of plain function calls over a grid."""

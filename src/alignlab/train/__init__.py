@@ -1,0 +1,23 @@
+"""The training loop, schedules, atomic checkpoints and resume; training through the store."""
+
+from alignlab.train.checkpoint import list_checkpoints, load_latest, save_checkpoint
+from alignlab.train.config import TRAIN_PRESETS, TrainConfig, resolve_model, train_preset
+from alignlab.train.loop import TrainResult, evaluate, lr_at, make_optimizer, train
+from alignlab.train.run import run_summary, train_run
+
+__all__ = [
+    "TRAIN_PRESETS",
+    "TrainConfig",
+    "TrainResult",
+    "evaluate",
+    "list_checkpoints",
+    "load_latest",
+    "lr_at",
+    "make_optimizer",
+    "resolve_model",
+    "run_summary",
+    "save_checkpoint",
+    "train",
+    "train_preset",
+    "train_run",
+]

@@ -1,0 +1,152 @@
+"""Training configuration and named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from alignlab.errors import ConfigError
+from alignlab.model.config import SIZES, ModelConfig, model_preset
+
+# Execution settings: they change how fast a run goes, not what it computes, so they are left out
+# of the run id (a finished run is found again whatever thread count or checkpoint interval).
+EXECUTION_FIELDS = ("device", "threads", "ckpt_every")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run.
+
+    Attributes:
+        model: the architecture (``--set model=al-1m`` picks a preset, ``model.d_model=64`` a field).
+        task: a registered task in `alignlab.tasks` ("induction", "chat", ...).
+        steps: optimiser steps.
+        batch_size: sequences per optimiser step (split over ``grad_accum`` micro-batches).
+        seq_len: tokens per sequence.
+        lr: peak learning rate (AdamW, betas 0.9/0.95).
+        warmup_steps: linear warm-up steps, followed by cosine decay to ``min_lr_ratio * lr``.
+        min_lr_ratio: final learning rate as a fraction of ``lr``.
+        weight_decay: AdamW decay on matrices (never on gains, biases or embeddings' norms).
+        grad_clip: global gradient-norm clip; 0 disables.
+        grad_accum: micro-batches per step; the result equals one big batch.
+        seed: seeds initialisation and the data stream.
+        eval_every: steps between evaluations on held-out batches; 0 only at the end.
+        ckpt_every: steps between atomic checkpoints (resume points).
+        device: "auto" (CUDA when present), "cpu" or "cuda".
+        threads: torch CPU threads; 0 picks 1 for models under 1M parameters (two one-thread runs
+            beat one two-thread run there; see benchmarks/RESULTS.md) and all cores above.
+    """
+
+    model: ModelConfig = field(default_factory=lambda: SIZES["al-100k"])
+    task: str = "induction"
+    steps: int = 500
+    batch_size: int = 32
+    seq_len: int = 64
+    lr: float = 3e-3
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    grad_accum: int = 1
+    seed: int = 0
+    eval_every: int = 100
+    ckpt_every: int = 100
+    device: str = "auto"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("steps", "batch_size", "seq_len", "grad_accum"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive, got {getattr(self, name)}")
+        if self.batch_size % max(self.grad_accum, 1):
+            problems.append(
+                f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})"
+            )
+        if self.lr <= 0:
+            problems.append(f"lr must be positive, got {self.lr}")
+        for name in ("warmup_steps", "eval_every", "ckpt_every", "threads"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            problems.append(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
+            problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
+        if self.seq_len > self.model.n_ctx:
+            problems.append(
+                f"seq_len ({self.seq_len}) exceeds model.n_ctx ({self.model.n_ctx}); "
+                "raise model.n_ctx or lower seq_len"
+            )
+        if problems:
+            raise ConfigError("invalid TrainConfig: " + "; ".join(problems))
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        data = dict(data)
+        if isinstance(data.get("model"), dict):
+            data["model"] = ModelConfig.from_dict(data["model"])
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown TrainConfig keys {unknown}; known keys: {sorted(known)}")
+        return cls(**data)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine the result (what the run id hashes)."""
+        d = self.to_dict()
+        for name in EXECUTION_FIELDS:
+            d.pop(name)
+        return d
+
+    def resolved_threads(self) -> int:
+        if self.threads:
+            return self.threads
+        if self.model.param_counts()["total"] < 1_000_000:
+            return 1
+        return os.cpu_count() or 1
+
+
+def _presets() -> dict[str, TrainConfig]:
+    out: dict[str, TrainConfig] = {}
+    for name, mcfg in SIZES.items():
+        out[f"induction-{name}"] = TrainConfig(model=mcfg, task="induction")
+        out[f"chat-{name}"] = TrainConfig(
+            model=mcfg, task="chat", seq_len=48, steps=1500, lr=2e-3, eval_every=250
+        )
+    for name in ("attn-only-1l", "attn-only-2l"):
+        # Olsson et al. 2022's setting: attention-only models on repeated random tokens; long
+        # enough sequences that the repeated half is far from its source.
+        out[f"induction-{name}"] = TrainConfig(
+            model=model_preset(name), task="induction", seq_len=128, steps=800, eval_every=50
+        )
+    out["tiny"] = TrainConfig(model=SIZES["al-10k"], steps=50, batch_size=8, seq_len=32)
+    out["induction"] = out["induction-al-100k"]
+    out["chat"] = out["chat-al-300k"]
+    return out
+
+
+TRAIN_PRESETS: dict[str, TrainConfig] = _presets()
+
+
+def train_preset(name: str) -> TrainConfig:
+    """Look up a training preset by name, with a helpful error."""
+    try:
+        return TRAIN_PRESETS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown preset {name!r}; run `alignlab presets` to list them "
+            f"(e.g. {', '.join(list(TRAIN_PRESETS)[:4])}, ...)"
+        ) from None
+
+
+def resolve_model(key: str, name: str) -> ModelConfig:
+    """`apply_overrides` resolver: ``--set model=al-1m`` selects a model preset."""
+    return model_preset(name)

@@ -1,0 +1,249 @@
+"""The training loop: plain, readable, deterministic, resumable.
+
+Deliberately not the Hugging Face Trainer: on tiny CPU models its per-step overhead dominates, and
+a researcher should be able to read every line that touches the weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignlab.model.transformer import Transformer
+from alignlab.tasks import Batch, make_batch, stream_seed
+from alignlab.tasks.induction import repeat_halves
+from alignlab.train.checkpoint import load_latest, save_checkpoint
+from alignlab.train.config import TrainConfig
+
+MetricsFn = Callable[[int, dict[str, float], int], None]
+EVAL_BATCHES = 4
+
+
+@dataclass
+class TrainResult:
+    """What `train` returns. ``metrics`` holds the final evaluation."""
+
+    model: Transformer
+    steps: int
+    tokens: int
+    train_seconds: float
+    tokens_per_s: float
+    resumed_from: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        from alignlab.errors import ConfigError
+
+        raise ConfigError("device=cuda requested but CUDA is not available; use device=auto")
+    return torch.device(name)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to ``min_lr_ratio * lr`` — a pure function of the step,
+    so resuming needs no scheduler state."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(cfg.steps - cfg.warmup_steps, 1)
+    progress = min((step - cfg.warmup_steps) / span, 1.0)
+    floor = cfg.min_lr_ratio * cfg.lr
+    return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    # Decay matrices only: decaying gains and biases pulls LayerNorm towards zero for no benefit
+    # (the GPT-2/Pythia convention).
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def _forward_loss(model: Transformer, batch: Batch) -> torch.Tensor:
+    return model(
+        batch.tokens,
+        return_type="loss",
+        loss_mask=batch.loss_mask,
+        attention_mask=batch.attention_mask,
+    )
+
+
+def _n_targets(batch: Batch) -> int:
+    if batch.loss_mask is not None:
+        return int(batch.loss_mask[:, 1:].sum())
+    return batch.tokens.shape[0] * (batch.tokens.shape[1] - 1)
+
+
+def _slice(batch: Batch, lo: int, hi: int) -> Batch:
+    def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+        return None if t is None else t[lo:hi]
+
+    return Batch(batch.tokens[lo:hi], cut(batch.loss_mask), cut(batch.attention_mask))
+
+
+@torch.no_grad()
+def evaluate(model: Transformer, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+    """Held-out loss (and, for the induction task, loss on the first vs the repeated half)."""
+    was_training = model.training
+    model.eval()
+    losses, first, repeat = [], [], []
+    for i in range(EVAL_BATCHES):
+        batch = make_batch(cfg.task, cfg.batch_size, cfg.seq_len, cfg.seed, i, "eval").to(device)
+        if cfg.task == "induction":
+            logits = model(batch.tokens)
+            per_tok = torch.nn.functional.cross_entropy(
+                logits[:, :-1].transpose(1, 2), batch.tokens[:, 1:], reduction="none"
+            )
+            a, b = repeat_halves(cfg.seq_len)
+            # per_tok[:, t-1] is the loss of predicting token t.
+            first.append(per_tok[:, a.start - 1 : a.stop - 1].mean().item())
+            repeat.append(per_tok[:, b.start - 1 : b.stop - 1].mean().item())
+            losses.append(per_tok.mean().item())
+        else:
+            losses.append(_forward_loss(model, batch).item())
+    model.train(was_training)
+    out = {"eval_loss": sum(losses) / len(losses)}
+    if first:
+        out["loss_first_half"] = sum(first) / len(first)
+        out["loss_repeat_half"] = sum(repeat) / len(repeat)
+        # In-context improvement: how much seeing the sequence once helps (positive = learning
+        # in context). Olsson et al. 2022 report the opposite-signed "ICL score"; we keep
+        # "bigger is better" throughout alignlab.
+        out["icl_improvement"] = out["loss_first_half"] - out["loss_repeat_half"]
+    return out
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    on_metrics: MetricsFn | None = None,
+    progress: bool = True,
+    init_model: Transformer | None = None,
+) -> TrainResult:
+    """Train ``cfg`` into ``out_dir`` (checkpoints in ``out_dir/ckpt``), resuming if interrupted.
+
+    Rerunning after a crash or ``kill -9`` continues from the newest checkpoint and ends with
+    weights bit-identical to an uninterrupted run (same machine, same thread count).
+
+    Args:
+        cfg: the training configuration.
+        out_dir: run directory; created if missing.
+        on_metrics: called as ``on_metrics(step, {name: value}, tokens_seen)``; the store uses it.
+        progress: show a rich progress bar.
+        init_model: start from these weights instead of a fresh initialisation (fine-tuning).
+
+    Example:
+        >>> from alignlab.train import train, train_preset
+        >>> result = train(train_preset("tiny"), "out/tiny")
+        >>> result.metrics["eval_loss"]
+    """
+    out = Path(out_dir)
+    torch.set_num_threads(cfg.resolved_threads())
+    device = resolve_device(cfg.device)
+    torch.manual_seed(stream_seed("init", cfg.seed))
+    if init_model is not None:
+        model = Transformer(init_model.cfg)
+        model.load_state_dict(init_model.state_dict())
+    else:
+        model = Transformer(cfg.model)
+        model.init_weights(seed=stream_seed("init", cfg.seed))
+    model.to(device).train()
+    optimizer = make_optimizer(model, cfg)
+    meta = load_latest(out / "ckpt", model, optimizer)
+    start = int(meta["step"]) if meta else 0
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    micro = cfg.batch_size // cfg.grad_accum
+    emit = on_metrics or (lambda _s, _m, _t: None)
+    log_every = max(1, min(50, cfg.steps // 20))
+
+    bar = _progress(progress, cfg.steps, start)
+    t0 = time.perf_counter()
+    loss_sum, loss_n = torch.zeros((), device=device), 0
+    for step in range(start, cfg.steps):
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = make_batch(cfg.task, cfg.batch_size, cfg.seq_len, cfg.seed, step).to(device)
+        total_targets = _n_targets(batch)
+        for m in range(cfg.grad_accum):
+            part = _slice(batch, m * micro, (m + 1) * micro)
+            if _n_targets(part) == 0:
+                continue
+            # Weight each micro-batch by its share of target tokens so the summed gradient equals
+            # the full batch's, also when completion masks give micro-batches unequal counts.
+            loss = _forward_loss(model, part) * (_n_targets(part) / total_targets)
+            loss.backward()
+            loss_sum += loss.detach()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_n += 1
+        done = step + 1
+        if done % log_every == 0 or done == cfg.steps:
+            elapsed = time.perf_counter() - t0
+            tps = (done - start) * tokens_per_step / max(elapsed, 1e-9)
+            train_loss = loss_sum.item() / loss_n  # one device sync per log interval
+            emit(done, {"train_loss": train_loss, "lr": lr, "tokens_per_s": tps}, 0)
+            bar.update(done, train_loss, tps)
+            loss_sum, loss_n = torch.zeros((), device=device), 0
+        if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
+            emit(done, evaluate(model, cfg, device), done * tokens_per_step)
+        if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps:
+            save_checkpoint(out / "ckpt", done, model, optimizer, {"config": cfg.identity()})
+    elapsed = time.perf_counter() - t0
+    bar.close()
+    model.eval()
+    final = evaluate(model, cfg, device)
+    steps_run = cfg.steps - start
+    return TrainResult(
+        model=model,
+        steps=cfg.steps,
+        tokens=cfg.steps * tokens_per_step,
+        train_seconds=elapsed,
+        tokens_per_s=steps_run * tokens_per_step / elapsed if steps_run else 0.0,
+        resumed_from=start,
+        metrics=final,
+    )
+
+
+class _progress:
+    """A rich progress bar showing loss and tokens/s (silent when disabled)."""
+
+    def __init__(self, enabled: bool, total: int, start: int) -> None:
+        self._bar: Any = None
+        if not enabled:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self._bar = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.fields[tps]:,.0f} tok/s"),
+            TimeRemainingColumn(),
+            transient=True,
+        )
+        self._bar.start()
+        self._task = self._bar.add_task("train", total=total, completed=start, loss=0.0, tps=0.0)
+
+    def update(self, step: int, loss: float, tps: float) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=step, loss=loss, tps=tps)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()

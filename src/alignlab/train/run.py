@@ -1,0 +1,90 @@
+"""Training through the run store: a finished config is returned at once, never retrained."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alignlab.store import Run, Store
+from alignlab.train.config import TrainConfig
+from alignlab.train.loop import train
+
+
+def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def train_run(cfg: TrainConfig, store: Store, progress: bool = True) -> tuple[Run, bool]:
+    """Train ``cfg`` as a stored run; returns ``(run, trained_now)``.
+
+    A run whose config (and package version) already finished is returned without training; an
+    interrupted one resumes from its last checkpoint. The model is saved as a Hugging Face
+    directory at ``run.dir / "model"``, the summary at ``run.dir / "summary.json"``.
+
+    Example:
+        >>> run, _ = train_run(train_preset("tiny"), Store())
+        >>> alignlab.load(run.dir / "model")
+    """
+    run, _created = store.get_or_create("train", cfg.identity())
+    model_dir = run.dir / "model"
+    if run.status == "done" and (model_dir / "model.safetensors").exists():
+        return run, False
+    run.dir.mkdir(parents=True, exist_ok=True)
+    store.set_status(run.id, "running")
+    ckpts = sorted((run.dir / "ckpt").glob("step-*"))
+    if ckpts:
+        # Metrics logged after the checkpoint we resume from would be logged again.
+        store.delete_metrics_after(run.id, int(ckpts[-1].name.split("-")[1]))
+    else:
+        store.delete_metrics_after(run.id, -1)
+
+    def log(step: int, values: dict[str, float], tokens: int) -> None:
+        store.log_metrics(run.id, step, values, tokens=tokens or None)
+
+    try:
+        t0 = time.time()
+        result = train(cfg, run.dir, on_metrics=log, progress=progress)
+        result.model.save_pretrained(str(model_dir))
+        counts = cfg.model.param_counts()
+        _write_json_atomic(
+            run.dir / "summary.json",
+            {
+                "run_id": run.id,
+                "config": cfg.to_dict(),
+                "params": counts,
+                "final": result.metrics,
+                "tokens": result.tokens,
+                "tokens_per_s": result.tokens_per_s,
+                "resumed_from": result.resumed_from,
+                "wall_seconds": time.time() - t0,
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "machine": platform.machine(),
+            },
+        )
+    except BaseException:
+        store.set_status(run.id, "failed")
+        raise
+    store.set_status(run.id, "done")
+    return store.get(run.id), True
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """The ``summary.json`` of a finished training run ({} if it has none)."""
+    path = run.dir / "summary.json"
+    if not path.exists():
+        return {}
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
