@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from alignlab.cli import runs as _runs
+from alignlab.cli import sample as _sample
 from alignlab.cli import train as _train
 from alignlab.errors import AlignlabError
 
@@ -35,6 +36,7 @@ def _root(
 
 _train.register(app)
 _runs.register(app)
+_sample.register(app)
 
 
 def _mount_optional() -> None:

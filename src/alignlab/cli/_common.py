@@ -26,3 +26,19 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 def open_store(path: Path | None) -> Store:
     return Store(path)
+
+
+def resolve_model_dir(spec: str, store_path: Path | None = None) -> Path:
+    """A model directory from a path, or from a run id (prefix) in the store."""
+    from alignlab.errors import ModelLoadError
+
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    if "/" in spec or spec.startswith("."):
+        raise ModelLoadError(f"model directory {spec!r} not found")
+    run = open_store(store_path).get(spec)
+    model_dir = run.dir / "model"
+    if not model_dir.exists():
+        raise ModelLoadError(f"run {run.id} has no model yet (status: {run.status})")
+    return model_dir
