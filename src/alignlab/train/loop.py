@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from alignlab.model.transformer import Transformer
-from alignlab.tasks import Batch, make_batch, stream_seed
+from alignlab.tasks import Batch, get_task, stream_seed
+from alignlab.tasks.base import BatchFn
 from alignlab.tasks.induction import repeat_halves
 from alignlab.train.checkpoint import load_latest, save_checkpoint
 from alignlab.train.config import TrainConfig
@@ -94,14 +95,20 @@ def _slice(batch: Batch, lo: int, hi: int) -> Batch:
 
 
 @torch.no_grad()
-def evaluate(model: Transformer, cfg: TrainConfig, device: torch.device) -> dict[str, float]:
+def evaluate(
+    model: Transformer,
+    cfg: TrainConfig,
+    device: torch.device,
+    batch_fn: BatchFn | None = None,
+) -> dict[str, float]:
     """Held-out loss (and, for the induction task, loss on the first vs the repeated half)."""
+    make = batch_fn or get_task(cfg.task)
     was_training = model.training
     model.eval()
     losses, first, repeat = [], [], []
     for i in range(EVAL_BATCHES):
-        batch = make_batch(cfg.task, cfg.batch_size, cfg.seq_len, cfg.seed, i, "eval").to(device)
-        if cfg.task == "induction":
+        batch = make(cfg.batch_size, cfg.seq_len, cfg.seed, i, "eval").to(device)
+        if batch_fn is None and cfg.task == "induction":
             logits = model(batch.tokens)
             per_tok = torch.nn.functional.cross_entropy(
                 logits[:, :-1].transpose(1, 2), batch.tokens[:, 1:], reduction="none"
@@ -131,6 +138,7 @@ def train(
     on_metrics: MetricsFn | None = None,
     progress: bool = True,
     init_model: Transformer | None = None,
+    batch_fn: BatchFn | None = None,
 ) -> TrainResult:
     """Train ``cfg`` into ``out_dir`` (checkpoints in ``out_dir/ckpt``), resuming if interrupted.
 
@@ -143,6 +151,9 @@ def train(
         on_metrics: called as ``on_metrics(step, {name: value}, tokens_seen)``; the store uses it.
         progress: show a rich progress bar.
         init_model: start from these weights instead of a fresh initialisation (fine-tuning).
+        batch_fn: a data recipe ``(batch_size, seq_len, seed, step, split) -> Batch`` replacing
+            ``cfg.task`` (organisms and safety interventions pass their own); it must be a pure
+            function of its arguments for resume to be exact.
 
     Example:
         >>> from alignlab.train import train, train_preset
@@ -160,6 +171,7 @@ def train(
         model = Transformer(cfg.model)
         model.init_weights(seed=stream_seed("init", cfg.seed))
     model.to(device).train()
+    make = batch_fn or get_task(cfg.task)
     optimizer = make_optimizer(model, cfg)
     meta = load_latest(out / "ckpt", model, optimizer)
     start = int(meta["step"]) if meta else 0
@@ -175,7 +187,7 @@ def train(
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = make_batch(cfg.task, cfg.batch_size, cfg.seq_len, cfg.seed, step).to(device)
+        batch = make(cfg.batch_size, cfg.seq_len, cfg.seed, step, "train").to(device)
         total_targets = _n_targets(batch)
         for m in range(cfg.grad_accum):
             part = _slice(batch, m * micro, (m + 1) * micro)
@@ -200,13 +212,13 @@ def train(
             bar.update(done, train_loss, tps)
             loss_sum, loss_n = torch.zeros((), device=device), 0
         if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
-            emit(done, evaluate(model, cfg, device), done * tokens_per_step)
+            emit(done, evaluate(model, cfg, device, batch_fn), done * tokens_per_step)
         if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps:
             save_checkpoint(out / "ckpt", done, model, optimizer, {"config": cfg.identity()})
     elapsed = time.perf_counter() - t0
     bar.close()
     model.eval()
-    final = evaluate(model, cfg, device)
+    final = evaluate(model, cfg, device, batch_fn)
     steps_run = cfg.steps - start
     return TrainResult(
         model=model,

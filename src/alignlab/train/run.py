@@ -7,12 +7,15 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from alignlab.model.hf import load
 from alignlab.store import Run, Store
+from alignlab.tasks.base import BatchFn
 from alignlab.train.config import TrainConfig
 from alignlab.train.loop import train
 
@@ -26,18 +29,39 @@ def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def train_run(cfg: TrainConfig, store: Store, progress: bool = True) -> tuple[Run, bool]:
+def train_run(
+    cfg: TrainConfig,
+    store: Store,
+    progress: bool = True,
+    *,
+    kind: str = "train",
+    recipe: Mapping[str, Any] | None = None,
+    batch_fn: BatchFn | None = None,
+    init_model_dir: str | Path | None = None,
+) -> tuple[Run, bool]:
     """Train ``cfg`` as a stored run; returns ``(run, trained_now)``.
 
     A run whose config (and package version) already finished is returned without training; an
     interrupted one resumes from its last checkpoint. The model is saved as a Hugging Face
     directory at ``run.dir / "model"``, the summary at ``run.dir / "summary.json"``.
 
+    Args:
+        cfg: the training configuration.
+        store: the run store.
+        progress: show a progress bar.
+        kind: the run's kind in the store ("train", "organism", "intervention", ...).
+        recipe: what else determines the result besides ``cfg`` (an organism's data recipe, the
+            parent run a fine-tune starts from); it is hashed into the run id.
+        batch_fn: the data recipe's batch function (see `alignlab.train.train`).
+        init_model_dir: fine-tune from this model directory instead of training from scratch;
+            name it in ``recipe`` too (e.g. the parent run id), or runs from different parents
+            would share an id.
+
     Example:
         >>> run, _ = train_run(train_preset("tiny"), Store())
         >>> alignlab.load(run.dir / "model")
     """
-    run, _created = store.get_or_create("train", cfg.identity())
+    run, _created = store.get_or_create(kind, cfg.identity(), recipe=dict(recipe) if recipe else None)
     model_dir = run.dir / "model"
     if run.status == "done" and (model_dir / "model.safetensors").exists():
         return run, False
@@ -55,7 +79,8 @@ def train_run(cfg: TrainConfig, store: Store, progress: bool = True) -> tuple[Ru
 
     try:
         t0 = time.time()
-        result = train(cfg, run.dir, on_metrics=log, progress=progress)
+        init = load(init_model_dir) if init_model_dir is not None else None
+        result = train(cfg, run.dir, on_metrics=log, progress=progress, init_model=init, batch_fn=batch_fn)
         result.model.save_pretrained(str(model_dir))
         counts = cfg.model.param_counts()
         _write_json_atomic(
@@ -63,6 +88,7 @@ def train_run(cfg: TrainConfig, store: Store, progress: bool = True) -> tuple[Ru
             {
                 "run_id": run.id,
                 "config": cfg.to_dict(),
+                "recipe": dict(recipe) if recipe else None,
                 "params": counts,
                 "final": result.metrics,
                 "tokens": result.tokens,

@@ -1,0 +1,110 @@
+"""Estimate and the percentile bootstrap."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from alignlab import stats
+from alignlab.stats import Estimate, bootstrap
+
+
+def test_estimate_str_shows_value_and_interval() -> None:
+    assert str(Estimate(0.93, 0.88, 0.97, n=200, method="bootstrap95")) == "0.93 [0.88, 0.97]"
+    # A narrow interval gets enough decimals to be visible.
+    assert str(Estimate(0.5012, 0.5004, 0.5021, n=10**6, method="x")) == "0.5012 [0.5004, 0.5021]"
+    assert str(Estimate(3.0, 3.0, 3.0, n=1, method="x")) == "3 [3, 3]"
+
+
+def test_estimate_dict_round_trip_and_validation() -> None:
+    est = Estimate(0.1, 0.05, 0.2, n=30, method="bootstrap95")
+    assert est.to_dict() == {"value": 0.1, "lo": 0.05, "hi": 0.2, "n": 30, "method": "bootstrap95"}
+    assert Estimate.from_dict(est.to_dict()) == est
+    # Store metric rows carry extra keys; they are ignored.
+    assert Estimate.from_dict({**est.to_dict(), "step": 3, "tokens": None}) == est
+    with pytest.raises(ValueError, match="missing lo, hi"):
+        Estimate.from_dict({"value": 1.0, "lo": None, "hi": None, "n": 3, "method": "m"})
+    with pytest.raises(ValueError, match="reversed"):
+        Estimate(0.5, 0.9, 0.1, n=3, method="m")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        est.value = 2.0  # type: ignore[misc]
+
+
+def test_bootstrap_contains_true_mean_seeded() -> None:
+    sample = np.random.default_rng(123).normal(loc=3.0, scale=2.0, size=400)
+    est = bootstrap(sample, seed=0)
+    assert est.lo < 3.0 < est.hi
+    assert est.value == pytest.approx(sample.mean())
+    assert est.n == 400
+    assert est.method == "bootstrap95"
+
+
+def test_bootstrap_coverage_is_near_nominal() -> None:
+    # 200 independent datasets: a 90% interval should cover the true mean ~180 times.
+    rng = np.random.default_rng(7)
+    covered = 0
+    for i in range(200):
+        est = bootstrap(rng.exponential(1.0, size=80), n_boot=500, seed=i, confidence=0.9)
+        covered += est.lo < 1.0 < est.hi
+    assert 160 <= covered <= 195
+
+
+def test_bootstrap_matches_normal_approximation_on_large_sample() -> None:
+    sample = np.random.default_rng(1).exponential(2.0, size=20_000)
+    est = bootstrap(sample, seed=0)
+    se = sample.std(ddof=1) / math.sqrt(sample.size)
+    half = 1.959964 * se
+    # Monte Carlo error of the 2.5%/97.5% quantiles with 2000 resamples is ~3% of the
+    # half-width; 15% is five of those, on each side.
+    assert est.lo == pytest.approx(sample.mean() - half, abs=0.15 * half)
+    assert est.hi == pytest.approx(sample.mean() + half, abs=0.15 * half)
+
+
+def test_bootstrap_is_deterministic_per_seed() -> None:
+    sample = np.random.default_rng(2).normal(size=50)
+    assert bootstrap(sample, seed=5) == bootstrap(sample, seed=5)
+    assert bootstrap(sample, seed=5) != bootstrap(sample, seed=6)
+
+
+def test_bootstrap_statistic_without_axis_matches_vectorised() -> None:
+    sample = np.random.default_rng(3).normal(size=60)
+    vectorised = bootstrap(sample, statistic=np.median, seed=4)
+    looped = bootstrap(sample, statistic=lambda x: float(np.median(x)), seed=4)
+    assert looped == vectorised
+
+
+def test_bootstrap_chunks_large_samples(monkeypatch: pytest.MonkeyPatch) -> None:
+    sample = np.random.default_rng(4).normal(size=1000)
+    whole = bootstrap(sample, n_boot=1000, seed=0)
+    monkeypatch.setattr(stats, "_MAX_CHUNK_ELEMENTS", 7 * 1000)  # 7 resamples per chunk
+    chunked = bootstrap(sample, n_boot=1000, seed=0)
+    assert chunked.value == whole.value
+    half = (whole.hi - whole.lo) / 2
+    assert chunked.lo == pytest.approx(whole.lo, abs=0.2 * half)
+    assert chunked.hi == pytest.approx(whole.hi, abs=0.2 * half)
+
+
+def test_bootstrap_confidence_names_method_and_widens() -> None:
+    sample = np.random.default_rng(5).normal(size=100)
+    e90 = bootstrap(sample, confidence=0.9)
+    e99 = bootstrap(sample, confidence=0.99)
+    assert (e90.method, e99.method) == ("bootstrap90", "bootstrap99")
+    assert e99.lo < e90.lo and e90.hi < e99.hi
+
+
+@pytest.mark.parametrize(
+    ("values", "kwargs", "match"),
+    [
+        ([], {}, "empty"),
+        ([[1.0, 2.0]], {}, "1-D"),
+        ([1.0, float("nan")], {}, "NaN"),
+        ([1.0, 2.0], {"confidence": 1.0}, "confidence"),
+        ([1.0, 2.0], {"n_boot": 0}, "n_boot"),
+    ],
+)
+def test_bootstrap_rejects_bad_input(values: list, kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        bootstrap(values, **kwargs)
