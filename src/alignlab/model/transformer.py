@@ -320,17 +320,23 @@ class Transformer(HookedModule):
         temperature: float = 0.0,
         stop_token: int | None = None,
         generator: torch.Generator | None = None,
+        attention_mask: Int[Tensor, "b p"] | None = None,
     ) -> Int[Tensor, "b q"]:
         """Greedy (temperature 0) or sampled continuation; returns prompt + new tokens.
 
-        A sequence that emitted ``stop_token`` keeps emitting it, so rows stay aligned.
+        Prompts of different lengths go in one batch left-padded, with ``attention_mask`` marking
+        the real tokens. A sequence that emitted ``stop_token`` keeps emitting it, so rows stay
+        aligned.
         """
         if tokens.ndim == 1:
             tokens = tokens[None]
         out = tokens
+        mask = attention_mask
         done = torch.zeros(out.shape[0], dtype=torch.bool, device=out.device)
         for _ in range(max_new_tokens):
-            logits = self(out[:, -self.cfg.n_ctx :])[:, -1]
+            window = out[:, -self.cfg.n_ctx :]
+            window_mask = None if mask is None else mask[:, -self.cfg.n_ctx :]
+            logits = self(window, attention_mask=window_mask)[:, -1]
             if temperature <= 0:
                 nxt = logits.argmax(-1)
             else:
@@ -340,6 +346,8 @@ class Transformer(HookedModule):
                 nxt = torch.where(done, torch.full_like(nxt, stop_token), nxt)
                 done |= nxt == stop_token
             out = torch.cat([out, nxt[:, None]], dim=1)
+            if mask is not None:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             if stop_token is not None and bool(done.all()):
                 break
         return out
