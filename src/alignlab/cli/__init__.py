@@ -40,12 +40,17 @@ _sample.register(app)
 
 
 def _mount_optional() -> None:
-    # Command groups owned by other subpackages mount themselves if present.
-    try:
-        from alignlab.cli.eval_cmd import app as eval_app
-    except ImportError:
-        return
-    app.add_typer(eval_app, name="eval")
+    # Command groups owned by other subpackages mount themselves when present.
+    import importlib
+
+    for module, name in (("eval_cmd", "eval"), ("interp_cmd", "interp"), ("scaling_cmd", "scaling")):
+        try:
+            sub = importlib.import_module(f"alignlab.cli.{module}")
+        except ModuleNotFoundError as e:
+            if e.name != f"alignlab.cli.{module}":
+                raise
+            continue
+        app.add_typer(sub.app, name=name)
 
 
 _mount_optional()
