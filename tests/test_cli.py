@@ -133,7 +133,7 @@ def test_corrupt_and_incomplete_model_dirs(
     (no_config / "config.json").unlink()
     before = _snapshot(root)
     for bad, words in [(truncated, "truncated or corrupt"), (no_config, "no config.json")]:
-        code, out, err = cli(["sample", "--model", str(bad)], capsys)
+        code, _out, err = cli(["sample", "--model", str(bad)], capsys)
         assert code == 2 and "Traceback" not in err
         assert words in " ".join(err.split())
     assert _snapshot(root) == before

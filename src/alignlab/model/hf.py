@@ -199,9 +199,16 @@ def from_hf_state_dict(cfg: ModelConfig, hf: dict[str, torch.Tensor]) -> dict[st
 
 def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
     """Map a Hugging Face config.json (GPT-NeoX or Llama) to a ModelConfig."""
+    if not isinstance(hf, dict):
+        raise ModelLoadError(f"config.json must hold a JSON object, not {type(hf).__name__}")
     if isinstance(hf.get("alignlab"), dict):
         return ModelConfig.from_dict(hf["alignlab"])
     mt = hf.get("model_type")
+    if mt not in ("gpt_neox", "llama"):
+        raise ModelLoadError(
+            f"unsupported model_type {mt!r}; alignlab loads 'gpt_neox' (Pythia) and 'llama' "
+            "checkpoints"
+        )
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
         raise ModelLoadError(f"unsupported rope scaling {rope!r}; only default RoPE is supported")
@@ -378,12 +385,13 @@ def load(
         ) from None
     try:
         cfg = config_from_hf(hf)
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ModelLoadError(f"{cfg_file} is not a usable model config: {e}") from None
     weights = _read_weights(path)
     model = Transformer(cfg)
-    state = from_hf_state_dict(cfg, weights)
     try:
+        # Converting layouts (the fused-QKV view, torch.cat) already fails on wrong shapes.
+        state = from_hf_state_dict(cfg, weights)
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0:2]
