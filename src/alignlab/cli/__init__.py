@@ -51,6 +51,8 @@ def _mount_optional() -> None:
                 raise
             continue
         app.add_typer(sub.app, name=name)
+        if hasattr(sub, "register"):  # top-level commands of the group (e.g. `sweep`)
+            sub.register(app)
 
 
 _mount_optional()

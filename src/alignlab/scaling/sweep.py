@@ -1,21 +1,57 @@
-"""Run many training configs, reusing finished runs, on a local process pool.
+"""Run a grid of training configs, reusing finished runs: a local process pool, or Ray.
 
 On a 2-core machine two one-thread processes beat one two-thread process for models under ~1M
 parameters (benchmarks/RESULTS.md), so the pool defaults to one worker per core with each run's
 own thread setting (`TrainConfig.threads`, 0 = automatic).
+
+Ray (``--backend ray``, the optional ``ray`` extra) is for users who outgrow one machine: every
+run is one Ray task that trains through the shared store, so the store folder must be on a file
+system every node sees. Without an address a private local instance is started, bound to
+127.0.0.1, without the dashboard and without token auth files.
 """
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any, Literal
 
+from alignlab.errors import ConfigError
+from alignlab.model.config import SIZES
 from alignlab.store import Run, Store
 from alignlab.train.config import TrainConfig
 from alignlab.train.run import train_run
+
+Backend = Literal["process", "ray"]
+
+
+def grid(
+    base: TrainConfig,
+    sizes: Sequence[str],
+    tokens: Sequence[float] = (),
+    seeds: int = 1,
+) -> list[TrainConfig]:
+    """sizes x data budgets x seeds over ``base``; a budget of D tokens sets
+    ``steps = ceil(D / (batch_size * seq_len))`` (empty ``tokens`` keeps ``base.steps``)."""
+    unknown = [s for s in sizes if s not in SIZES]
+    if unknown:
+        raise ConfigError(f"unknown sizes {unknown}; the family is {', '.join(SIZES)}")
+    if seeds <= 0:
+        raise ConfigError(f"seeds must be positive, got {seeds}")
+    per_step = base.batch_size * base.seq_len
+    budgets = [math.ceil(d / per_step) for d in tokens] or [base.steps]
+    if any(b <= 0 for b in budgets):
+        raise ConfigError("token budgets must be positive")
+    return [
+        base.replace(model=SIZES[size], steps=steps, seed=seed)
+        for size in sizes
+        for steps in budgets
+        for seed in range(seeds)
+    ]
 
 
 def _worker(cfg_dict: dict, root: str) -> str:
@@ -36,6 +72,8 @@ def sweep(
     store: Store,
     workers: int | None = None,
     on_done: Callable[[TrainConfig, Run], None] | None = None,
+    backend: Backend = "process",
+    ray_address: str | None = None,
 ) -> list[Run]:
     """Train every config (in parallel), returning runs in the order of ``configs``.
 
@@ -48,6 +86,10 @@ def sweep(
     """
     n = workers or default_workers(configs)
     root = str(Path(store.root).resolve())
+    if backend == "ray":
+        return _ray_sweep(configs, store, root, n, on_done, ray_address)
+    if backend != "process":
+        raise ConfigError(f"unknown backend {backend!r}; use process or ray")
     results: dict[int, Run] = {}
     if n <= 1:
         for i, cfg in enumerate(configs):
@@ -65,3 +107,46 @@ def sweep(
             if on_done:
                 on_done(configs[i], results[i])
     return [results[i] for i in range(len(configs))]
+
+
+def _ray_sweep(
+    configs: Sequence[TrainConfig],
+    store: Store,
+    root: str,
+    workers: int,
+    on_done: Callable[[TrainConfig, Run], None] | None,
+    address: str | None,
+) -> list[Run]:
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            "the ray backend needs Ray: pip install 'alignlab[ray]' (or use --backend process)"
+        ) from None
+    started_here = False
+    if not ray.is_initialized():
+        init_kwargs: dict[str, Any] = {
+            "include_dashboard": False,
+            "log_to_driver": False,
+            "configure_logging": False,
+        }
+        if address:
+            init_kwargs["address"] = address
+        else:
+            # A private single-machine instance: loopback only, no token file in ~/.ray.
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+            init_kwargs |= {"num_cpus": workers, "_node_ip_address": "127.0.0.1"}
+        ray.init(**init_kwargs)
+        started_here = True
+    try:
+        remote = ray.remote(num_cpus=1)(_worker)
+        refs = [remote.remote(cfg.to_dict(), root) for cfg in configs]
+        ids = ray.get(refs)
+    finally:
+        if started_here:
+            ray.shutdown()
+    runs = [store.get(i) for i in ids]
+    if on_done:
+        for cfg, run in zip(configs, runs, strict=True):
+            on_done(cfg, run)
+    return runs
