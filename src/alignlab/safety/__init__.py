@@ -1,0 +1,36 @@
+"""Safety interventions and their dose-response curves (Hubinger et al. 2024's persistence tests).
+
+Example:
+    >>> from alignlab.safety import Budget, dose_response
+    >>> rows = dose_response("sft-clean", "runs/abc/model", get_organism("backdoor"), Budget())
+"""
+
+from alignlab.safety import adversarial as _adversarial  # noqa: F401  (registers)
+from alignlab.safety import rl as _rl  # noqa: F401
+from alignlab.safety import sft as _sft  # noqa: F401
+from alignlab.safety.adversarial import red_team_search
+from alignlab.safety.base import (
+    INTERVENTIONS,
+    Budget,
+    Dose,
+    difference,
+    dose_response,
+    get_intervention,
+    register_intervention,
+    rows_to_json,
+)
+from alignlab.safety.rl import RewardModel, train_reward_model
+
+__all__ = [
+    "INTERVENTIONS",
+    "Budget",
+    "Dose",
+    "RewardModel",
+    "difference",
+    "dose_response",
+    "get_intervention",
+    "red_team_search",
+    "register_intervention",
+    "rows_to_json",
+    "train_reward_model",
+]

@@ -1,0 +1,66 @@
+"""A plain fine-tuning loop that hands the model back at each dose."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+
+from alignlab.model.transformer import Transformer
+from alignlab.tasks import Batch, stream_seed
+from alignlab.tasks.base import BatchFn
+
+WARMUP = 10
+
+
+def make_adamw(model: Transformer, lr: float) -> torch.optim.AdamW:
+    # Same grouping as alignlab.train: decay matrices only.
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    rest = [p for p in model.parameters() if p.ndim < 2]
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.95),
+    )
+
+
+def finetune_doses(
+    model: Transformer,
+    make_batch: BatchFn,
+    doses: tuple[int, ...],
+    *,
+    lr: float,
+    batch_size: int,
+    seq_len: int,
+    seed: int,
+    step_hook: Callable[[int], None] | None = None,
+) -> Iterator[tuple[int, int, Transformer]]:
+    """Supervised fine-tuning (completion-only loss) yielding ``(steps, tokens, model)`` at doses.
+
+    A constant learning rate after a short warm-up, unlike installation's cosine schedule: the
+    model at dose d is then the same whatever the largest dose is, so one run gives the whole
+    dose-response curve (Hubinger et al. also report persistence along one safety-training run).
+    """
+    torch.manual_seed(stream_seed("safety", seed))
+    opt = make_adamw(model, lr)
+    model.train()
+    step = 0
+    for dose in doses:
+        while step < dose:
+            for group in opt.param_groups:
+                group["lr"] = lr * min(1.0, (step + 1) / WARMUP)
+            batch: Batch = make_batch(batch_size, seq_len, seed, step, "train")
+            loss = model(
+                batch.tokens,
+                return_type="loss",
+                loss_mask=batch.loss_mask,
+                attention_mask=batch.attention_mask,
+            )
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            if step_hook:
+                step_hook(step)
+        yield step, step * batch_size * seq_len, model
