@@ -1,0 +1,77 @@
+"""Mechanistic interpretability on alignlab's hook names, each tool checked against planted truth.
+
+- `heads`: previous-token / prefix-matching / copying head scores and the ICL score.
+- `phase`: scores over training checkpoints and the induction-head phase change.
+- `patching`: activation patching (residual, heads, MLPs) and zero/mean/resample ablations.
+- `attribution`: logit lens and direct logit attribution.
+- `probes`, `defection`: linear probes with AUROC CIs; trigger-free defection probes.
+- `sae`: sparse autoencoders (ReLU+L1, TopK) in SAELens's format.
+- `superposition`: Elhage et al. (2022)'s toy models.
+"""
+
+from alignlab.interp.activations import encode_texts, last_token_activations, stream_activations
+from alignlab.interp.attribution import Attribution, direct_logit_attribution, logit_lens
+from alignlab.interp.data import varied_repeat_batch
+from alignlab.interp.defection import DefectionResult, behaviour_pairs, defection_probe, yes_no_pairs
+from alignlab.interp.heads import HeadScores, ICLScore, head_scores, icl_score, repeated_tokens
+from alignlab.interp.patching import (
+    ablate_heads,
+    ablate_hook,
+    logit_diff_metric,
+    patch_heads,
+    patch_hook,
+    patch_mlps,
+    patch_residual,
+    target_logprob_metric,
+)
+from alignlab.interp.phase import PhaseChange, Snapshot, Trajectory, detect_phase_change, track_training
+from alignlab.interp.probes import (
+    LinearProbe,
+    auroc,
+    auroc_ci,
+    fit_diff_means,
+    fit_logistic,
+    probe_auroc_by_hook,
+)
+from alignlab.interp.superposition import ToyConfig, ToyResult, train_toy_models
+
+__all__ = [
+    "Attribution",
+    "DefectionResult",
+    "HeadScores",
+    "ICLScore",
+    "LinearProbe",
+    "PhaseChange",
+    "Snapshot",
+    "ToyConfig",
+    "ToyResult",
+    "Trajectory",
+    "ablate_heads",
+    "ablate_hook",
+    "auroc",
+    "auroc_ci",
+    "behaviour_pairs",
+    "defection_probe",
+    "detect_phase_change",
+    "direct_logit_attribution",
+    "encode_texts",
+    "fit_diff_means",
+    "fit_logistic",
+    "head_scores",
+    "icl_score",
+    "last_token_activations",
+    "logit_diff_metric",
+    "logit_lens",
+    "patch_heads",
+    "patch_hook",
+    "patch_mlps",
+    "patch_residual",
+    "probe_auroc_by_hook",
+    "repeated_tokens",
+    "stream_activations",
+    "target_logprob_metric",
+    "track_training",
+    "train_toy_models",
+    "varied_repeat_batch",
+    "yes_no_pairs",
+]
