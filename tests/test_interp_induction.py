@@ -38,7 +38,7 @@ UNIGRAM_BOUND = math.log(len(tk.char_ids()) / HALF)
 
 
 def _cfg(layers: int, steps: int) -> TrainConfig:
-    model = model_preset(f"attn-only-{layers}l").replace(n_heads=2)
+    model = model_preset(f"attn-only-{layers}l")
     return TrainConfig(
         model=model,
         task="induction",

@@ -43,14 +43,21 @@ def _mount_optional() -> None:
     # Command groups owned by other subpackages mount themselves when present.
     import importlib
 
-    for module, name in (("eval_cmd", "eval"), ("interp_cmd", "interp"), ("scaling_cmd", "scaling")):
+    groups = (
+        ("eval_cmd", "eval"),
+        ("interp_cmd", "interp"),
+        ("scaling_cmd", "scaling"),
+        ("report_cmd", "report"),
+    )
+    for module, name in groups:
         try:
             sub = importlib.import_module(f"alignlab.cli.{module}")
         except ModuleNotFoundError as e:
             if e.name != f"alignlab.cli.{module}":
                 raise
             continue
-        app.add_typer(sub.app, name=name)
+        if hasattr(sub, "app"):
+            app.add_typer(sub.app, name=name)
         if hasattr(sub, "register"):  # top-level commands of the group (e.g. `sweep`)
             sub.register(app)
 

@@ -100,7 +100,7 @@ def phase(
         raise ConfigError(f"--layers must be 1 or 2, got {layers}")
     # d_head 32 (2 heads): with the preset's d_head 8 no induction head formed in 800 steps.
     cfg = TrainConfig(
-        model=model_preset(f"attn-only-{layers}l").replace(n_heads=2),
+        model=model_preset(f"attn-only-{layers}l"),
         task="induction",
         steps=steps,
         batch_size=32,

@@ -16,27 +16,6 @@ from alignlab.model import tokenizer as tk
 from alignlab.tasks.base import Batch, stream_seed
 
 
-def varied_repeat_batch(batch_size: int, seq_len: int, seed: int, step: int, split: str) -> Batch:
-    """``BOS`` then a random segment repeated cyclically, its period uniform in
-    ``[4, (seq_len - 1) // 2]`` per sequence (so every sequence holds at least two copies).
-
-    Most tokens are predictable by induction, which makes the circuit form within a few hundred
-    steps. A `alignlab.tasks.base.BatchFn`: a pure function of its arguments (exact resume).
-
-    Example:
-        >>> train(cfg, out_dir, batch_fn=varied_repeat_batch)
-    """
-    half = (seq_len - 1) // 2
-    gen = torch.Generator().manual_seed(stream_seed("varied-repeat", seed, split, step))
-    vocab = torch.tensor(tk.char_ids())
-    body = vocab[torch.randint(len(vocab), (batch_size, seq_len - 1), generator=gen)]
-    periods = torch.randint(min(4, half), half + 1, (batch_size, 1), generator=gen)
-    pos = torch.arange(seq_len - 1)[None]
-    body = body.gather(1, pos % periods)
-    bos = torch.full((batch_size, 1), tk.vocabulary()[tk.BOS], dtype=torch.long)
-    return Batch(tokens=torch.cat([bos, body], dim=1))
-
-
 def two_copy_batch(batch_size: int, seq_len: int, seed: int, step: int, split: str) -> Batch:
     """``BOS, A, A, filler``: one repeat of a random segment, ``|A|`` uniform in
     ``[8, (seq_len - 1) // 2]`` per sequence, then fresh random tokens (a `BatchFn`)."""

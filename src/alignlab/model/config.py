@@ -161,8 +161,10 @@ SIZES: dict[str, ModelConfig] = {
 
 # Variants used by specific studies.
 VARIANTS: dict[str, ModelConfig] = {
-    "attn-only-1l": ModelConfig(d_model=64, n_layers=1, n_heads=8, attn_only=True),
-    "attn-only-2l": ModelConfig(d_model=64, n_layers=2, n_heads=8, attn_only=True),
+    # Two wide heads: with 8 heads of width 8 no induction head formed within 800 steps, with 2
+    # heads of width 32 one forms reliably in ~350 (measured; see tests/test_interp_induction.py).
+    "attn-only-1l": ModelConfig(d_model=64, n_layers=1, n_heads=2, attn_only=True),
+    "attn-only-2l": ModelConfig(d_model=64, n_layers=2, n_heads=2, attn_only=True),
     "llama-tiny": ModelConfig(arch="llama", d_model=64, n_layers=2, n_heads=4, n_kv_heads=2),
 }
 

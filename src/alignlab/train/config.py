@@ -122,10 +122,16 @@ def _presets() -> dict[str, TrainConfig]:
             model=mcfg, task="chat", seq_len=48, steps=1500, lr=2e-3, eval_every=250
         )
     for name in ("attn-only-1l", "attn-only-2l"):
-        # Olsson et al. 2022's setting: attention-only models on repeated random tokens; long
-        # enough sequences that the repeated half is far from its source.
+        # Olsson et al. 2022's setting: attention-only models on repeated random tokens, with the
+        # repeat period varied so that only an induction circuit (not a fixed offset) helps.
         out[f"induction-{name}"] = TrainConfig(
-            model=model_preset(name), task="induction", seq_len=128, steps=800, eval_every=50
+            model=model_preset(name),
+            task="induction-varied",
+            seq_len=48,
+            steps=500,
+            warmup_steps=30,
+            min_lr_ratio=1.0,
+            eval_every=50,
         )
     out["tiny"] = TrainConfig(model=SIZES["al-10k"], steps=50, batch_size=8, seq_len=32)
     out["induction"] = out["induction-al-100k"]
