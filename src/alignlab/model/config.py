@@ -58,13 +58,10 @@ class ModelConfig:
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive, got {getattr(self, name)}")
         if self.d_model > 0 and self.n_heads > 0 and self.d_model % self.n_heads:
-            problems.append(
-                f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})"
-            )
+            problems.append(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.n_kv_heads is not None and (self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads):
             problems.append(
-                f"n_kv_heads ({self.n_kv_heads}) must be positive and divide "
-                f"n_heads ({self.n_heads})"
+                f"n_kv_heads ({self.n_kv_heads}) must be positive and divide n_heads ({self.n_heads})"
             )
         if self.arch == "neox" and self.n_kv_heads not in (None, self.n_heads):
             problems.append("grouped-query attention (n_kv_heads) needs arch='llama'")

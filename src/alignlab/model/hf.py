@@ -181,9 +181,7 @@ def from_hf_state_dict(cfg: ModelConfig, hf: dict[str, torch.Tensor]) -> dict[st
         for i in range(cfg.n_layers):
             a, h = f"blocks.{i}.", f"model.layers.{i}."
             out[a + "ln1.weight"] = get(h + "input_layernorm.weight")
-            out[a + "attn.W_QKV.weight"] = torch.cat(
-                [get(h + f"self_attn.{n}_proj.weight") for n in "qkv"]
-            )
+            out[a + "attn.W_QKV.weight"] = torch.cat([get(h + f"self_attn.{n}_proj.weight") for n in "qkv"])
             out[a + "attn.W_O.weight"] = get(h + "self_attn.o_proj.weight")
             if not cfg.attn_only:
                 out[a + "ln2.weight"] = get(h + "post_attention_layernorm.weight")
@@ -206,8 +204,7 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
     mt = hf.get("model_type")
     if mt not in ("gpt_neox", "llama"):
         raise ModelLoadError(
-            f"unsupported model_type {mt!r}; alignlab loads 'gpt_neox' (Pythia) and 'llama' "
-            "checkpoints"
+            f"unsupported model_type {mt!r}; alignlab loads 'gpt_neox' (Pythia) and 'llama' checkpoints"
         )
     rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
@@ -240,9 +237,7 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
             raise ModelLoadError("Llama checkpoints with attention/MLP biases are unsupported")
         head_dim = hf.get("head_dim") or hf["hidden_size"] // hf["num_attention_heads"]
         if head_dim * hf["num_attention_heads"] != hf["hidden_size"]:
-            raise ModelLoadError(
-                "Llama checkpoints with head_dim * n_heads != hidden_size are unsupported"
-            )
+            raise ModelLoadError("Llama checkpoints with head_dim * n_heads != hidden_size are unsupported")
         return ModelConfig(
             arch="llama",
             n_kv_heads=hf.get("num_key_value_heads"),
@@ -254,9 +249,7 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
     )
 
 
-def save_pretrained(
-    model: Transformer, path: str | os.PathLike[str], tokenizer: Any = None
-) -> Path:
+def save_pretrained(model: Transformer, path: str | os.PathLike[str], tokenizer: Any = None) -> Path:
     """Write ``model`` as a Hugging Face directory, atomically (a reader never sees half a model).
 
     Args:
@@ -277,9 +270,7 @@ def save_pretrained(
         raise ModelLoadError(f"{target} exists and is not a model directory; choose an empty path")
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        save_file(
-            to_hf_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"}
-        )
+        save_file(to_hf_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
         (tmp / "config.json").write_text(json.dumps(hf_config(model.cfg), indent=2))
         (tmp / "generation_config.json").write_text(json.dumps({"do_sample": False}))
         tok: Any = tokenizer or model.tokenizer
@@ -380,9 +371,7 @@ def load(
     try:
         hf = json.loads(cfg_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelLoadError(
-            f"{cfg_file} is not valid JSON ({e}); the directory is corrupt"
-        ) from None
+        raise ModelLoadError(f"{cfg_file} is not valid JSON ({e}); the directory is corrupt") from None
     try:
         cfg = config_from_hf(hf)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
@@ -395,9 +384,7 @@ def load(
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0:2]
-        raise ModelLoadError(
-            f"weights in {path} do not match config.json: {' '.join(first)}"
-        ) from None
+        raise ModelLoadError(f"weights in {path} do not match config.json: {' '.join(first)}") from None
     if tokenizer and any((path / f).exists() for f in ("tokenizer.json", "tokenizer_config.json")):
         from transformers import AutoTokenizer
 

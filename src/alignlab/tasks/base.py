@@ -53,14 +53,10 @@ def get_task(name: str) -> BatchFn:
     try:
         return TASKS[name]
     except KeyError:
-        raise ConfigError(
-            f"unknown task {name!r}; choose one of {', '.join(sorted(TASKS))}"
-        ) from None
+        raise ConfigError(f"unknown task {name!r}; choose one of {', '.join(sorted(TASKS))}") from None
 
 
-def make_batch(
-    task: str, batch_size: int, seq_len: int, seed: int, step: int, split: str = "train"
-) -> Batch:
+def make_batch(task: str, batch_size: int, seq_len: int, seed: int, step: int, split: str = "train") -> Batch:
     """The batch of ``task`` at ``step``; ``split`` separates the train and eval streams."""
     return get_task(task)(batch_size, seq_len, seed, step, split)
 

@@ -41,8 +41,8 @@ def varied_repeat_batch(batch_size: int, seq_len: int, seed: int, step: int, spl
     With a fixed period (the plain "induction" task) one attention layer can solve the repeat by
     looking a fixed distance back, without an induction circuit; varying the period removes that
     shortcut, so only a previous-token head composed with an induction head helps. Most tokens
-    are predictable by induction, which makes the circuit form within a few hundred steps. A `alignlab.tasks.base.BatchFn`: a pure function of its
-    arguments (exact resume).
+    are predictable by induction, which makes the circuit form within a few hundred steps. A
+    `alignlab.tasks.base.BatchFn`: a pure function of its arguments (exact resume).
 
     Example:
         >>> train(cfg, out_dir, batch_fn=varied_repeat_batch)
