@@ -11,7 +11,6 @@
 
 from alignlab.interp.activations import encode_texts, last_token_activations, stream_activations
 from alignlab.interp.attribution import Attribution, direct_logit_attribution, logit_lens
-from alignlab.interp.data import varied_repeat_batch
 from alignlab.interp.defection import DefectionResult, behaviour_pairs, defection_probe, yes_no_pairs
 from alignlab.interp.heads import HeadScores, ICLScore, head_scores, icl_score, repeated_tokens
 from alignlab.interp.patching import (
@@ -34,6 +33,7 @@ from alignlab.interp.probes import (
     probe_auroc_by_hook,
 )
 from alignlab.interp.superposition import ToyConfig, ToyResult, train_toy_models
+from alignlab.tasks.induction import varied_repeat_batch
 
 __all__ = [
     "Attribution",
