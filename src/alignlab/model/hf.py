@@ -206,7 +206,7 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
         raise ModelLoadError(
             f"unsupported model_type {mt!r}; alignlab loads 'gpt_neox' (Pythia) and 'llama' checkpoints"
         )
-    rope = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    rope: dict[str, Any] = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     if rope.get("rope_type", rope.get("type", "default")) not in ("default", None):
         raise ModelLoadError(f"unsupported rope scaling {rope!r}; only default RoPE is supported")
     theta = rope.get("rope_theta", hf.get("rope_theta", hf.get("rotary_emb_base", 10000.0)))
@@ -217,7 +217,7 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
         "d_mlp": hf["intermediate_size"],
         "d_vocab": hf["vocab_size"],
         "n_ctx": hf.get("max_position_embeddings", 2048),
-        "rotary_base": float(theta),
+        "rotary_base": float(theta if theta is not None else 10000.0),
     }
     if mt == "gpt_neox":
         if hf.get("hidden_act", "gelu") != "gelu":
@@ -227,7 +227,7 @@ def config_from_hf(hf: dict[str, Any]) -> ModelConfig:
         pct = rope.get("partial_rotary_factor", hf.get("rotary_pct", 0.25))
         return ModelConfig(
             arch="neox",
-            rotary_pct=float(pct),
+            rotary_pct=float(pct if pct is not None else 0.25),
             parallel_attn=bool(hf.get("use_parallel_residual", True)),
             norm_eps=float(hf.get("layer_norm_eps", 1e-5)),
             **common,
