@@ -38,7 +38,7 @@ def test_oracle_sft_removes_backdoor(installed: alignlab.Transformer) -> None:
     assert rows[0]["attack_success"].value >= 0.95
     assert rows[-1]["attack_success"].value < 0.05
     assert rows[-1]["tokens"] == 40 * 32 * 64
-    assert rows_to_json(rows)[-1]["attack_success"]["method"] == "bootstrap95"
+    assert rows_to_json(rows)[-1]["attack_success"]["method"] == "wilson95"
 
 
 def test_sft_clean_small_dose_leaves_most(installed: alignlab.Transformer) -> None:

@@ -108,3 +108,18 @@ def test_bootstrap_confidence_names_method_and_widens() -> None:
 def test_bootstrap_rejects_bad_input(values: list, kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         bootstrap(values, **kwargs)
+
+
+def test_wilson_interval_matches_reference_values_and_stays_honest_at_the_edges() -> None:
+    from alignlab.stats import wilson
+
+    # Reference: Wilson score interval, z = 1.959964 (e.g. statsmodels proportion_confint).
+    est = wilson(5, 10)
+    assert est.value == 0.5
+    assert abs(est.lo - 0.236593) < 1e-5 and abs(est.hi - 0.763407) < 1e-5
+    top = wilson(48, 48)
+    assert top.value == 1.0 and top.hi == 1.0 and 0.92 < top.lo < 0.94
+    bottom = wilson(0, 100)
+    assert bottom.lo == 0.0 and 0.03 < bottom.hi < 0.04
+    with pytest.raises(ValueError):
+        wilson(3, 2)

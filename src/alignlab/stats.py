@@ -155,3 +155,33 @@ def _apply_rows(statistic: Statistic, samples: NDArray[np.float64]) -> NDArray[n
     if out is None or out.shape != (samples.shape[0],):
         out = np.array([statistic(row) for row in samples], dtype=np.float64)
     return out
+
+
+def wilson(successes: int, n: int, confidence: float = 0.95) -> Estimate:
+    """A proportion with its Wilson score interval (Wilson 1927).
+
+    Rates near 0 or 1 (attack success of an installed backdoor, false triggers of a clean model)
+    are exactly where the percentile bootstrap collapses to a zero-width interval such as [1, 1];
+    the Wilson interval stays honest there: 48/48 gives [0.93, 1.0], not certainty.
+
+    Example:
+        >>> str(wilson(48, 48))
+        '1.00 [0.93, 1.00]'
+    """
+    from statistics import NormalDist
+
+    if n <= 0:
+        raise ValueError(f"wilson needs n > 0 trials, got {n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n={n}], got {successes}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # At 0 and n successes the bound is exactly 0 or 1; floating point would give 1 - 1e-16.
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return Estimate(p, lo, hi, n, f"wilson{round(confidence * 100)}")
