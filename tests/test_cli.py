@@ -27,12 +27,22 @@ def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 def _snapshot(root: Path) -> dict[str, str]:
-    """Content hashes of every file in the store, to prove a failed command changed nothing."""
-    return {
+    """Content hashes of every file in the store plus a dump of its database, to prove a failed
+    command changed nothing. The database is compared by content, not bytes: SQLite may
+    checkpoint its write-ahead log into the main file whenever a connection closes."""
+    import sqlite3
+
+    files = {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
-        if p.is_file() and not p.name.endswith(("-wal", "-shm"))
+        if p.is_file() and not p.name.startswith("store.sqlite")
     }
+    db = root / "store.sqlite"
+    if db.exists():
+        conn = sqlite3.connect(db)
+        files["<db>"] = hashlib.sha256("\n".join(conn.iterdump()).encode()).hexdigest()
+        conn.close()
+    return files
 
 
 TINY = ["--preset", "tiny", "--set", "steps=6", "--set", "eval_every=3", "-q"]
