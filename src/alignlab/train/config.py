@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +34,9 @@ class TrainConfig:
         eval_every: steps between evaluations on held-out batches; 0 only at the end.
         ckpt_every: steps between atomic checkpoints (resume points).
         device: "auto" (CUDA when present), "cpu" or "cuda".
-        threads: torch CPU threads; 0 picks 1 for models under 1M parameters (two one-thread runs
-            beat one two-thread run there; see benchmarks/RESULTS.md) and all cores above.
+        threads: torch CPU threads; 0 picks 1. On the 2-core reference machine one thread beat two
+            at every size from 10K to 3M parameters, and two one-thread runs in parallel beat one
+            two-thread run (benchmarks/RESULTS.md), so parallelism goes to processes, not threads.
     """
 
     model: ModelConfig = field(default_factory=lambda: SIZES["al-100k"])
@@ -107,11 +107,7 @@ class TrainConfig:
         return d
 
     def resolved_threads(self) -> int:
-        if self.threads:
-            return self.threads
-        if self.model.param_counts()["total"] < 1_000_000:
-            return 1
-        return os.cpu_count() or 1
+        return self.threads or 1
 
 
 def _presets() -> dict[str, TrainConfig]:
