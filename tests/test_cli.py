@@ -107,6 +107,8 @@ def test_runs_show_and_sample(trained: tuple[Path, str], capsys: pytest.CaptureF
         (["train", "--preset", "tiny", "--set", "device=tpu"], ["device must be auto, cpu or cuda"]),
         (["show", "ffffffffff"], ["no run matches", "alignlab runs"]),
         (["sample", "--model", "./no/such/dir"], ["not found"]),
+        (["run", "--organism", "nope"], ["unknown organism 'nope'", "backdoor"]),
+        (["run", "--preset", "huge"], ["unknown study preset 'huge'"]),
     ],
 )
 def test_user_mistakes_get_one_clear_line_and_change_nothing(

