@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml | $(PY)
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(PIP) install -e ".[dev,ray,evals]"
+	$(PIP) install -e ".[dev,ray,evals,inspect]"
 	touch $@
 
 install: $(VENV)/.installed
