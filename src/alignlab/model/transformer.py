@@ -141,9 +141,11 @@ class Attention(nn.Module):
             k = k.repeat_interleave(nq // nkv, dim=1)
             v = v.repeat_interleave(nq // nkv, dim=1)
         if self.hook_pattern.active or self.hook_attn_scores.active:
-            scores = q @ k.transpose(-1, -2) / math.sqrt(hd)
+            # Scale q (p x dh) rather than the scores (p x p), and mask in place: this path runs
+            # whenever the pattern is cached, so its extra passes over p x p tensors matter.
+            scores = (q * (1.0 / math.sqrt(hd))) @ k.transpose(-1, -2)
             allowed = mask if mask is not None else _causal(p, x.device)
-            scores = self.hook_attn_scores(scores.masked_fill(~allowed, float("-inf")))
+            scores = self.hook_attn_scores(scores.masked_fill_(~allowed, float("-inf")))
             pattern = self.hook_pattern(scores.softmax(dim=-1))
             z = pattern @ v
         elif mask is None:
