@@ -88,3 +88,22 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture(scope="session")
 def tiny_cfgs() -> dict[str, ModelConfig]:
     return dict(TINY_CFGS)
+
+
+def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``alignlab ARGS`` in-process through the real entry point; ``(exit code, stdout, stderr)``."""
+    import sys
+
+    from alignlab.cli import main
+
+    old = sys.argv
+    sys.argv = ["alignlab", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.argv = old
+    out = capsys.readouterr()
+    return code, out.out, out.err

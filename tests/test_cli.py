@@ -11,19 +11,7 @@ import pytest
 
 from alignlab.cli import main
 
-
-def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["alignlab", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
+from conftest import cli
 
 
 def _snapshot(root: Path) -> dict[str, str]:

@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-from alignlab.cli import main
 from alignlab.errors import ConfigError
 from alignlab.scaling.collect import collect
 from alignlab.scaling.sweep import grid, sweep
 from alignlab.store import Store
 from alignlab.train import train_preset
 
+from conftest import cli
+
 BASE = ["--preset", "tiny", "--set", "steps=8", "--set", "eval_every=8", "--set", "batch_size=4"]
-
-
-def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    old = sys.argv
-    sys.argv = ["alignlab", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = old
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
