@@ -70,6 +70,13 @@ def write_report(store: Store, run_id: str, out: Path | None = None, *, linked: 
             linked_ids.add(cell.get("install_run"))
             linked_ids.update(iv.get("run_id") for iv in cell.get("interventions", {}).values())
         for rid in sorted(i for i in linked_ids if isinstance(i, str) and i):
+            linked_run = store.get(rid)
+            existing = report_path(store, linked_run.id)
+            # A finished run does not change, so a report written after its last update is
+            # current; skipping it keeps a rerun of a stored study within seconds.
+            current = existing.exists() and existing.stat().st_mtime >= linked_run.updated
+            if linked_run.status == "done" and current:
+                continue
             _write_run(store, rid)
     return path
 
