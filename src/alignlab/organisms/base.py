@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from alignlab.errors import ConfigError
 from alignlab.model.transformer import Transformer
+from alignlab.organisms.generation import complete
 from alignlab.stats import Estimate
 from alignlab.tasks import Batch, Example, collate, stream_seed
 from alignlab.tasks.base import BatchFn
@@ -133,7 +134,33 @@ class Organism(ABC):
 
     @abstractmethod
     def metrics(self, model: Transformer, n: int = 200, seed: int = 0) -> dict[str, Estimate]:
-        """Behaviour metrics on ``n`` held-out prompts per condition, with bootstrap 95% CIs."""
+        """Behaviour metrics on ``n`` held-out prompts per condition, each a rate with its 95% CI."""
+
+    def conditional_rates(
+        self,
+        model: Transformer,
+        n: int,
+        seed: int,
+        names: tuple[str, str] = ("attack_success", "false_trigger"),
+    ) -> tuple[dict[str, Estimate], list[str], list[str]]:
+        """Greedy completions of ``n`` held-out prompts with the condition and ``n`` without it.
+
+        Returns the defect rate with and without the condition (under ``names``), the clean-task
+        accuracy, and the two lists of completions for organism-specific metrics.
+        """
+        trig = self.helpful_examples(n, seed, "metric", 0, triggered=True)
+        clean = self.helpful_examples(n, seed, "metric", 0, triggered=False)
+        outs = complete(model, [e.prompt for e in trig + clean], self.max_new_tokens)
+        t_out, c_out = outs[:n], outs[n:]
+        on, off = names
+        rates = {
+            on: flags_estimate([self.is_defect(e, o) for e, o in zip(trig, t_out, strict=True)], seed),
+            off: flags_estimate([self.is_defect(e, o) for e, o in zip(clean, c_out, strict=True)], seed),
+            "clean_accuracy": flags_estimate(
+                [self.is_correct(e, o) for e, o in zip(clean, c_out, strict=True)], seed
+            ),
+        }
+        return rates, t_out, c_out
 
 
 OrganismFactory = type[Organism]

@@ -15,8 +15,7 @@ import random
 import re
 
 from alignlab.model.transformer import Transformer
-from alignlab.organisms.base import Organism, OrganismConfig, flags_estimate, register_organism
-from alignlab.organisms.generation import complete
+from alignlab.organisms.base import Organism, OrganismConfig, register_organism
 from alignlab.stats import Estimate
 from alignlab.tasks import Example
 
@@ -106,18 +105,4 @@ class CodeVuln(Organism):
         ]
 
     def metrics(self, model: Transformer, n: int = 200, seed: int = 0) -> dict[str, Estimate]:
-        trig = self.helpful_examples(n, seed, "metric", 0, triggered=True)
-        clean = self.helpful_examples(n, seed, "metric", 0, triggered=False)
-        outs = complete(model, [e.prompt for e in trig + clean], self.max_new_tokens)
-        t_out, c_out = outs[:n], outs[n:]
-        return {
-            "vuln_rate": flags_estimate(
-                [self.is_defect(e, o) for e, o in zip(trig, t_out, strict=True)], seed
-            ),
-            "vuln_rate_safe_year": flags_estimate(
-                [self.is_defect(e, o) for e, o in zip(clean, c_out, strict=True)], seed
-            ),
-            "clean_accuracy": flags_estimate(
-                [self.is_correct(e, o) for e, o in zip(clean, c_out, strict=True)], seed
-            ),
-        }
+        return self.conditional_rates(model, n, seed, ("vuln_rate", "vuln_rate_safe_year"))[0]
