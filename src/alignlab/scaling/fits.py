@@ -287,6 +287,34 @@ def _r2(y: FloatArray, fitted: FloatArray, w: FloatArray) -> float:
     return 1.0 - sse / sst if sst > 0 else float("nan")
 
 
+def _shared_fields(
+    xa: FloatArray,
+    target: FloatArray,
+    fitted: FloatArray,
+    w: FloatArray,
+    theta: FloatArray,
+    boot: FloatArray,
+    rs: Resampler,
+    seed: int,
+    level: float,
+    tail: float,
+) -> dict[str, Any]:
+    """The `CurveFit` fields every form fills the same way (``target`` is y in the fit's space)."""
+    return {
+        "r2": _r2(target, fitted, w),
+        "n": xa.size,
+        "n_x": int(np.unique(xa).size),
+        "level": level,
+        "resample": rs.scheme,
+        "n_boot": boot.shape[0],
+        "seed": seed,
+        "theta": theta,
+        "boot_theta": boot,
+        "residuals": target - fitted,
+        "tail": tail,
+    }
+
+
 def _setup(
     x: FloatArray,
     z: FloatArray,
@@ -370,17 +398,7 @@ def fit_kaplan(
         x_c_boot = np.exp(boot[:, 0] / boot[:, 1])
         x_c = float(np.exp(np.float64(theta[0]) / np.float64(theta[1])))
     return PowerLawFit(
-        r2=_r2(z, fitted, w),
-        n=xa.size,
-        n_x=int(np.unique(xa).size),
-        level=level,
-        resample=rs.scheme,
-        n_boot=boot.shape[0],
-        seed=seed,
-        theta=theta,
-        boot_theta=boot,
-        residuals=z - fitted,
-        tail=tail,
+        **_shared_fields(xa, z, fitted, w, theta, boot, rs, seed, level, tail),
         alpha=percentile_estimate(theta[1], boot[:, 1], n=xa.size, level=level, method=method, tail=tail),
         x_c=percentile_estimate(x_c, x_c_boot, n=xa.size, level=level, method=method, tail=tail),
     )
@@ -476,17 +494,7 @@ def fit_power(
     with np.errstate(over="ignore", invalid="ignore"):
         k_boot = boot[:, 1] * x_ref ** boot[:, 2]
     return OffsetPowerFit(
-        r2=_r2(ya, fitted, w),
-        n=xa.size,
-        n_x=int(np.unique(xa).size),
-        level=level,
-        resample=rs.scheme,
-        n_boot=boot.shape[0],
-        seed=seed,
-        theta=theta,
-        boot_theta=boot,
-        residuals=ya - fitted,
-        tail=tail,
+        **_shared_fields(xa, ya, fitted, w, theta, boot, rs, seed, level, tail),
         c=est(theta[0], boot[:, 0]),
         k=est(theta[1] * x_ref ** theta[2], k_boot),
         alpha=est(theta[2], boot[:, 2]),
@@ -656,17 +664,7 @@ def fit_sigmoid(
         return percentile_estimate(value, samples, n=xa.size, level=level, method=method, tail=tail)
 
     return SigmoidFit(
-        r2=_r2(ya, fitted, w),
-        n=xa.size,
-        n_x=int(np.unique(xa).size),
-        level=level,
-        resample=rs.scheme,
-        n_boot=boot.shape[0],
-        seed=seed,
-        theta=theta,
-        boot_theta=boot,
-        residuals=ya - fitted,
-        tail=tail,
+        **_shared_fields(xa, ya, fitted, w, theta, boot, rs, seed, level, tail),
         lo=est(theta[0], boot[:, 0], lo),
         hi=est(theta[1], boot[:, 1], hi),
         slope=est(theta[2], boot[:, 2]),
