@@ -80,7 +80,19 @@ def patch_hook(
     head 3 of ``hook_z`` at all positions, ``(5,)`` for position 5 of a residual.
     """
     clean_value, corrupted_value, cache = _baselines(model, clean, corrupted, metric, [hook])
-    source = cache[hook]
+    value = _patched_metric(model, corrupted, metric, hook, cache[hook], index)
+    return float(_normalise(value, clean_value, corrupted_value))
+
+
+def _patched_metric(
+    model: Transformer,
+    corrupted: Tensor,
+    metric: Metric,
+    hook: str,
+    source: Tensor,
+    index: tuple[slice | int, ...],
+) -> Tensor:
+    """The metric of the corrupted run with ``hook[:, *index]`` replaced by ``source``'s values."""
     full = (slice(None), *index)
 
     def fn(t: Tensor, _hook: HookPoint) -> Tensor:
@@ -88,8 +100,7 @@ def patch_hook(
         t[full] = source[full]
         return t
 
-    value = metric(model.run_with_hooks(corrupted, fwd_hooks=[(hook, fn)]))
-    return float(_normalise(value, clean_value, corrupted_value))
+    return metric(model.run_with_hooks(corrupted, fwd_hooks=[(hook, fn)]))
 
 
 @torch.no_grad()
@@ -112,13 +123,7 @@ def patch_residual(
     out = torch.zeros(n_layers, p)
     for layer, hook in enumerate(hooks):
         for pos in range(p):
-
-            def fn(t: Tensor, _hook: HookPoint, pos: int = pos, hook: str = hook) -> Tensor:
-                t = t.clone()
-                t[:, pos] = cache[hook][:, pos]
-                return t
-
-            value = metric(model.run_with_hooks(corrupted, fwd_hooks=[(hook, fn)]))
+            value = _patched_metric(model, corrupted, metric, hook, cache[hook], (pos,))
             out[layer, pos] = _normalise(value, clean_value, corrupted_value)
     return out
 
@@ -137,13 +142,7 @@ def patch_heads(
     out = torch.zeros(cfg.n_layers, cfg.n_heads)
     for layer, hook in enumerate(hooks):
         for head in range(cfg.n_heads):
-
-            def fn(t: Tensor, _hook: HookPoint, head: int = head, hook: str = hook) -> Tensor:
-                t = t.clone()
-                t[:, :, head] = cache[hook][:, :, head]
-                return t
-
-            value = metric(model.run_with_hooks(corrupted, fwd_hooks=[(hook, fn)]))
+            value = _patched_metric(model, corrupted, metric, hook, cache[hook], (slice(None), head))
             out[layer, head] = _normalise(value, clean_value, corrupted_value)
     return out
 
