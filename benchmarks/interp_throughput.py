@@ -11,6 +11,10 @@
     (its own ``training_forward_pass`` loss, Adam, the same batch size, lr, k and data) on the same
     cached activations; FVU and L0 of both are reported with ``alignlab.interp.sae.sae_metrics``.
 
+The whole process runs with `alignlab.model.tune_allocator()` unless ``--allocator default``:
+under glibc's default thresholds both libraries re-fault every cached page on every call (half
+the wall time, and which heap state a run lands in varies), which hides the compute difference.
+
 Timing: one thread by default, rounds interleaved ABBA (A B B A ...) so that background load hits
 both sides, median round reported (wall clock) plus tokens per CPU-second. Floors: (a) >= 1.5x,
 (b) >= 1x.
@@ -42,7 +46,7 @@ import torch
 
 from alignlab.interp.sae import SAEConfig, sae_metrics, train_sae
 from alignlab.interp.sae.train import SAETrainConfig
-from alignlab.model import SIZES, Transformer
+from alignlab.model import SIZES, Transformer, tune_allocator
 
 CACHE_FLOOR = 1.5
 SAE_FLOOR = 1.0
@@ -365,9 +369,17 @@ def main() -> int:
     ap.add_argument("--sae-expansion", type=int, default=8)
     ap.add_argument("--sae-k", type=int, default=16)
     ap.add_argument("--sae-batch", type=int, default=256)
+    ap.add_argument(
+        "--allocator",
+        choices=("tuned", "default"),
+        default="tuned",
+        help="tuned: alignlab.model.tune_allocator() for the whole process (both libraries); default: "
+        "glibc's own thresholds, under which both sides spend much of each call page-faulting",
+    )
     ap.add_argument("--json", nargs="?", const="-", default=None, help="write results (path or '-')")
     args = ap.parse_args()
 
+    allocator_tuned = args.allocator == "tuned" and tune_allocator()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -380,6 +392,7 @@ def main() -> int:
         "sae_lens": _version("sae-lens"),
         "transformers": _version("transformers"),
         "threads": args.threads,
+        "allocator": "tuned" if allocator_tuned else "glibc default",
         "batch": args.batch,
         "seq": args.seq,
         "rounds": args.rounds,
@@ -388,7 +401,8 @@ def main() -> int:
     }
     print(
         f"torch {meta['torch']}, TransformerLens {meta['transformer_lens']}, SAELens {meta['sae_lens']}, "
-        f"transformers {meta['transformers']}; threads={args.threads}, load avg {meta['loadavg_start']}"
+        f"transformers {meta['transformers']}; threads={args.threads}, allocator {meta['allocator']}, "
+        f"load avg {meta['loadavg_start']}"
     )
     results: dict[str, Any] = {"meta": meta, "cache": [], "sae": None}
     ok = True

@@ -341,3 +341,60 @@ def test_reset_hooks_and_context_manager() -> None:
     model.reset_hooks()  # ...is removed by reset_hooks
     assert _no_hooks_attached(model)
     assert max_abs_diff(model(tokens), clean) == 0.0
+
+
+# Inference (no_grad) takes its own attention prologue: one head-major copy of q, k, v and an
+# in-place rotation of q and k together. It must give the training path's values bit for bit,
+# and must fall back to the general path when a hook replaces q, k or v.
+
+
+@pytest.mark.parametrize("name", list(TINY_CFGS))
+def test_no_grad_run_with_cache_is_bit_identical(name: str) -> None:
+    model = make_model(TINY_CFGS[name])
+    tokens = random_tokens(B, P, seed=7)
+    mask = torch.ones(B, P, dtype=torch.long)
+    mask[0, :3] = 0  # left padding exercises the per-row positions of the rotary tables
+    for kwargs in ({}, {"attention_mask": mask}):
+        logits_g, cache_g = model.run_with_cache(tokens, **kwargs)
+        with torch.no_grad():
+            logits_n, cache_n = model.run_with_cache(tokens, **kwargs)
+            plain_n = model(tokens, **kwargs)
+        assert torch.equal(logits_g, logits_n)
+        assert torch.equal(plain_n, model(tokens, **kwargs))
+        assert set(cache_g) == set(cache_n)
+        for k in cache_g:
+            assert cache_g[k].shape == cache_n[k].shape, k
+            assert torch.equal(cache_g[k], cache_n[k]), k
+
+
+@pytest.mark.parametrize("hook", ["hook_q", "hook_k", "hook_v"])
+def test_no_grad_honours_edits_to_q_k_v(hook: str) -> None:
+    model = make_model(TINY_CFGS["neox-parallel"])
+    tokens = random_tokens(B, P, seed=8)
+
+    def replace(t: torch.Tensor, _hook: HookPoint) -> torch.Tensor:
+        return t * -2.0
+
+    def in_place(t: torch.Tensor, _hook: HookPoint) -> None:
+        t.mul_(-2.0)  # allowed without autograd only: q, k, v are views of one matmul output
+
+    name = f"blocks.0.attn.{hook}"
+    expected = model.run_with_hooks(tokens, fwd_hooks=[(name, replace)])
+    with torch.no_grad():
+        for edit in (replace, in_place):
+            assert torch.equal(model.run_with_hooks(tokens, fwd_hooks=[(name, edit)]), expected)
+    assert max_abs_diff(expected, model(tokens)) > 1e-3  # the edit did take effect
+
+
+@pytest.mark.parametrize("name", ["neox-parallel", "neox-sequential", "llama-gqa"])
+def test_rotary_no_grad_matches_training_formula(name: str) -> None:
+    rot = Transformer(TINY_CFGS[name]).blocks[0].attn.rotary
+    cfg = TINY_CFGS[name]
+    x = torch.randn(3, 11, cfg.n_heads, cfg.d_head, generator=torch.Generator().manual_seed(0))
+    positions = torch.tensor([[0] * 4 + list(range(7)), list(range(11)), list(range(3, 14))])
+    for pos in (None, positions):
+        expected = rot(x, pos)
+        with torch.no_grad():
+            got = rot(x, pos)
+        assert torch.equal(got, expected)
+        assert max_abs_diff(got, x) > 1e-3  # something was rotated

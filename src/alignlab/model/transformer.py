@@ -85,6 +85,8 @@ class Rotary(nn.Module):
     def forward(
         self, x: Float[Tensor, "b p h dh"], positions: Int[Tensor, "b p"] | None
     ) -> Float[Tensor, "b p h dh"]:
+        if not torch.is_grad_enabled():
+            return self._rotate_no_grad(x, positions)
         if self.dim == 0:
             return x
         b, p, h, hd = x.shape
@@ -102,6 +104,38 @@ class Rotary(nn.Module):
         x1, x2, _ = x.split((half, half, hd - self.dim), dim=-1)
         zeros = x.new_zeros(()).expand(b, p, h, hd - self.dim)
         return x * cos + torch.cat((x2, x1, zeros), dim=-1) * sin
+
+    def _rotate_no_grad(
+        self, x: Float[Tensor, "b p h dh"], positions: Int[Tensor, "b p"] | None
+    ) -> Float[Tensor, "b p h dh"]:
+        """`forward` for inference: a ``[b, p, h, dh]`` view of a head-major copy, rotated."""
+        b, p, h, hd = x.shape
+        out = torch.empty(b, h, p, hd, dtype=x.dtype, device=x.device)
+        out.transpose(1, 2).copy_(x)
+        self.rotate_(out, positions)
+        return out.transpose(1, 2)
+
+    @torch.no_grad()
+    def rotate_(self, x: Float[Tensor, "*n b h p dh"], positions: Int[Tensor, "b p"] | None) -> None:
+        """Rotate head-major ``x`` in place; the same values as `forward`, bit for bit.
+
+        Only the rotated dims are touched (Pythia rotates a quarter of each head; the whole-head
+        formula of `forward` made five passes over q and k). They are gathered into one
+        contiguous block first so the multiplies run over long rows rather than 2-4 floats at a
+        time. Slicing and in-place writes are fine because there is no backward here.
+        """
+        if self.dim == 0:
+            return
+        p, dim, half = x.shape[-2], self.dim, self.dim // 2
+        if positions is None:
+            cos_t, sin_t = self._tables(p, x.device)
+            cos, sin = cos_t[:p, :dim], sin_t[:p, :dim]
+        else:
+            cos_t, sin_t = self._tables(int(positions.max()) + 1, x.device)
+            cos, sin = cos_t[positions][:, None, :, :dim], sin_t[positions][:, None, :, :dim]
+        rot = x[..., :dim]
+        t = rot.contiguous()
+        rot.copy_(t * cos.to(x.dtype) + torch.cat((t[..., half:], t[..., :half]), dim=-1) * sin.to(x.dtype))
 
 
 class Attention(nn.Module):
@@ -130,22 +164,26 @@ class Attention(nn.Module):
         b, p, _ = x.shape
         hd, nq, nkv = self.d_head, self.n_heads, self.n_kv
         qkv = self.W_QKV(x)
-        q, k, v = qkv.split((nq * hd, nkv * hd, nkv * hd), dim=-1)
-        q = self.hook_q(q.view(b, p, nq, hd))
-        k = self.hook_k(k.view(b, p, nkv, hd))
-        v = self.hook_v(v.view(b, p, nkv, hd))
-        q = self.hook_rot_q(self.rotary(q, positions)).transpose(1, 2)
-        k = self.hook_rot_k(self.rotary(k, positions)).transpose(1, 2)
-        v = v.transpose(1, 2)
+        q_in, k_in, v_in = (t.view(b, p, -1, hd) for t in qkv.split((nq * hd, nkv * hd, nkv * hd), dim=-1))
+        q, k, v = self.hook_q(q_in), self.hook_k(k_in), self.hook_v(v_in)
+        if not torch.is_grad_enabled() and nq == nkv and q is q_in and k is k_in and v is v_in:
+            # Inference with q, k, v as computed: one copy makes all three head-major (the
+            # layout the matmuls read) and q and k are rotated together, in place.
+            heads = torch.empty(3, b, nq, p, hd, dtype=qkv.dtype, device=qkv.device)
+            heads.permute(1, 3, 0, 2, 4).copy_(qkv.view(b, p, 3, nq, hd))
+            self.rotary.rotate_(heads[:2], positions)
+            q = self.hook_rot_q(heads[0].transpose(1, 2)).transpose(1, 2)
+            k = self.hook_rot_k(heads[1].transpose(1, 2)).transpose(1, 2)
+            v = heads[2]
+        else:
+            q = self.hook_rot_q(self.rotary(q, positions)).transpose(1, 2)
+            k = self.hook_rot_k(self.rotary(k, positions)).transpose(1, 2)
+            v = v.transpose(1, 2)
         if nkv != nq:
             k = k.repeat_interleave(nq // nkv, dim=1)
             v = v.repeat_interleave(nq // nkv, dim=1)
         if self.hook_pattern.active or self.hook_attn_scores.active:
-            # Scale q (p x dh) rather than the scores (p x p), and mask in place: this path runs
-            # whenever the pattern is cached, so its extra passes over p x p tensors matter.
-            scores = (q * (1.0 / math.sqrt(hd))) @ k.transpose(-1, -2)
-            allowed = mask if mask is not None else _causal(p, x.device)
-            scores = self.hook_attn_scores(scores.masked_fill_(~allowed, float("-inf")))
+            scores = self.hook_attn_scores(_masked_scores(q, k, mask))
             pattern = self.hook_pattern(scores.softmax(dim=-1))
             z = pattern @ v
         elif mask is None:
@@ -159,6 +197,26 @@ class Attention(nn.Module):
 
 def _causal(p: int, device: torch.device) -> Tensor:
     return torch.ones(p, p, dtype=torch.bool, device=device).tril()
+
+
+def _masked_scores(
+    q: Float[Tensor, "b h p dh"], k: Float[Tensor, "b h p dh"], mask: Tensor | None
+) -> Float[Tensor, "b h p p"]:
+    """Scaled scores with disallowed keys at -inf, the mask added inside the GEMM.
+
+    This path runs whenever the pattern is hooked (every ``run_with_cache``), so passes over the
+    p x p scores dominate it: ``baddbmm`` starts from the -inf/0 bias and accumulates
+    ``scale * q k^T`` onto it in one GEMM, where bmm + ``masked_fill_`` with a broadcast mask
+    took 2.5-3x as long (measured at B=32, h=8, p=128, dh=16; benchmarks/RESULTS.md).
+    """
+    b, h, p, dh = q.shape
+    allowed = mask if mask is not None else _causal(p, q.device)
+    bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
+    bias = bias.expand(b, h, p, p).reshape(b * h, p, p)
+    # q is scaled before the product, as SDPA does, so the two paths round alike (1e-5 parity).
+    q = (q * (1.0 / math.sqrt(dh))).reshape(b * h, p, dh)
+    scores = torch.baddbmm(bias, q, k.reshape(b * h, p, dh).transpose(1, 2))
+    return scores.view(b, h, p, p)
 
 
 class MLP(nn.Module):
