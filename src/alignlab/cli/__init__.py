@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from alignlab._alloc import tune_allocator
 from alignlab.cli import runs as _runs
 from alignlab.cli import sample as _sample
 from alignlab.cli import train as _train
@@ -67,6 +68,7 @@ _mount_optional()
 
 def main() -> None:
     """Entry point: user mistakes print one line (what is wrong, how to fix it), exit code 2."""
+    tune_allocator()  # every command that runs a model gains; see alignlab._alloc
     try:
         app()  # standalone: click reports its own usage errors and exits
     except AlignlabError as e:

@@ -1,6 +1,6 @@
 """The hooked transformer family: config and size presets, the model, HF import/export."""
 
-from alignlab.model.allocator import tune_allocator
+from alignlab._alloc import tune_allocator
 from alignlab.model.config import MODEL_PRESETS, SIZES, VARIANTS, ModelConfig, model_preset
 from alignlab.model.hf import load, save_pretrained
 from alignlab.model.hooks import ActivationCache, HookedModule, HookPoint
