@@ -5,8 +5,8 @@
 returned to the kernel (trim threshold: twice the largest freed mmap chunk, at most 64 MB), so
 the next call faults every page back in, zeroed by the kernel. Measured on a 2-vCPU KVM guest:
 47,000 minor faults and 130 ms of kernel time per call, about half of the wall time, for
-alignlab and TransformerLens alike; with the thresholds below, no faults and 2.3-2.5x faster
-(benchmarks/RESULTS.md). PyTorch's own CPU tuning guides reach for jemalloc/tcmalloc for the
+alignlab and TransformerLens alike; with the thresholds below, no faults and ~110 ms instead of
+~280 ms per call (benchmarks/RESULTS.md). PyTorch's own CPU tuning guides reach for jemalloc/tcmalloc for the
 same reason; this needs no preload.
 """
 
