@@ -76,10 +76,12 @@ class SAE(nn.Module):
 
     def encode(self, x: Float[Tensor, "n d"]) -> Float[Tensor, "n f"]:
         pre = self.pre_acts(x)
-        if self.cfg.architecture == "topk":
-            top = pre.topk(self.cfg.k, dim=-1)
-            return torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
-        return pre.relu()
+        return self.topk(pre) if self.cfg.architecture == "topk" else pre.relu()
+
+    def topk(self, pre: Float[Tensor, "n f"]) -> Float[Tensor, "n f"]:
+        """Keep the ``k`` largest pre-activations (ReLU'd), zero the rest."""
+        top = pre.topk(self.cfg.k, dim=-1)
+        return torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
 
     def decode(self, f: Float[Tensor, "n f"]) -> Float[Tensor, "n d"]:
         return f @ self.W_dec + self.b_dec
