@@ -265,7 +265,14 @@ def _sl_topk(peers: dict[str, Any], d_in: int, d_sae: int, k: int, seed: int) ->
 
 
 def train_saelens(
-    peers: dict[str, Any], acts: torch.Tensor, d_sae: int, k: int, lr: float, batch: int, seed: int
+    peers: dict[str, Any],
+    acts: torch.Tensor,
+    d_sae: int,
+    k: int,
+    lr: float,
+    batch: int,
+    seed: int,
+    dead_window: int = 1000,
 ) -> Any:
     """One epoch of SAELens's TopK SAE, step for step as ``SAETrainer._train_step`` does it:
     ``training_forward_pass`` (MSE + TopK aux loss on dead features), fired-feature bookkeeping,
@@ -286,7 +293,7 @@ def train_saelens(
         inp = TrainStepInput(
             sae_in=x,
             coefficients=coeffs,
-            dead_neuron_mask=since_fired > 1000,  # SAELens's default dead_feature_window
+            dead_neuron_mask=since_fired > dead_window,  # SAELens's dead_feature_window (default 1000)
             n_training_steps=step,
             is_logging_step=False,
         )
@@ -324,10 +331,10 @@ def bench_sae(peers: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
     d_in = acts.shape[1]
     d_sae, k, lr, bs = d_in * args.sae_expansion, args.sae_k, 3e-3, args.sae_batch
     scfg = SAEConfig(d_in=d_in, d_sae=d_sae, architecture="topk", k=k, hook_name=hook)
-    tcfg = SAETrainConfig(lr=lr, batch_size=bs, seed=0)
+    tcfg = SAETrainConfig(lr=lr, batch_size=bs, seed=0, dead_window=args.sae_dead_window)
     fns = {
         "alignlab": lambda: train_sae(train, scfg, tcfg)[0],
-        "saelens": lambda: train_saelens(peers, train, d_sae, k, lr, bs, 0),
+        "saelens": lambda: train_saelens(peers, train, d_sae, k, lr, bs, 0, args.sae_dead_window),
     }
     res = interleaved(fns, 1, args.rounds, train.shape[0])
     al_sae, sl_sae = fns["alignlab"](), fns["saelens"]()
@@ -372,6 +379,13 @@ def main() -> int:
     ap.add_argument("--sae-expansion", type=int, default=8)
     ap.add_argument("--sae-k", type=int, default=16)
     ap.add_argument("--sae-batch", type=int, default=256)
+    ap.add_argument(
+        "--sae-dead-window",
+        type=int,
+        default=1000,
+        help="steps without firing before the AuxK loss treats a latent as dead, both sides "
+        "(1000 = SAELens's default; one epoch here is 112 steps, so pass less to exercise AuxK)",
+    )
     ap.add_argument(
         "--allocator",
         choices=("tuned", "default"),

@@ -139,13 +139,14 @@ def train_sae(
                     pre = sae.pre_acts(x)
                     f = sae.topk(pre)
                     recon = sae.decode(f)
-                    mse = (recon - x).pow(2).sum(-1).mean()
-                    aux = aux_k_loss(sae, x, recon, pre, steps_since_fired > tc.dead_window)
-                    total = mse + tc.aux_k_coefficient * aux
+                    total = mse = (recon - x).pow(2).sum(-1).mean()
+                    dead = steps_since_fired > tc.dead_window
+                    if bool(dead.any()):
+                        aux = aux_k_loss(sae, x, recon, pre, dead)
+                        total = mse + tc.aux_k_coefficient * aux
+                        log.aux.append(float(aux.detach()))
                     with torch.no_grad():
-                        steps_since_fired += 1
-                        steps_since_fired[(f > 0).any(0)] = 0
-                    log.aux.append(float(aux.detach()))
+                        steps_since_fired.add_(1).masked_fill_((f > 0).any(0), 0)
                 else:
                     total, mse, _ = sae_loss(sae, x, tc.l1_coefficient)
                 opt.zero_grad(set_to_none=True)
