@@ -49,6 +49,7 @@ def _mount_optional() -> None:
         ("interp_cmd", "interp"),
         ("scaling_cmd", "scaling"),
         ("report_cmd", "report"),
+        ("attribute_cmd", "attribute"),
     )
     for module, name in groups:
         try:

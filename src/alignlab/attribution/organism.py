@@ -1,0 +1,103 @@
+"""Attribution checked against planted ground truth: does it find an organism's poisoned data?
+
+An organism is installed from a mix in which we know which examples are poisoned. Gradients of
+the organism's behaviour (its defect completions on triggered prompts) are scored against a fresh
+sample of that mix; a working attribution method ranks the poisoned examples first. Queries of
+the *clean* behaviour are the control: they should show no preference for poisoned examples.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from alignlab.attribution.grads import example_gradients
+from alignlab.attribution.influence import METHODS, Method, attribute
+from alignlab.interp.probes import auroc_ci
+from alignlab.model import Transformer
+from alignlab.organisms.base import Organism
+from alignlab.stats import Estimate
+
+
+@dataclass(frozen=True)
+class PlantedAttribution:
+    """Recovery of planted examples per method, with the top-ranked examples for reading."""
+
+    auroc: dict[str, Estimate]
+    control_auroc: dict[str, Estimate]
+    precision_at_n_planted: dict[str, float]
+    n_train: int
+    n_planted: int
+    top: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "auroc": {k: v.to_dict() for k, v in self.auroc.items()},
+            "control_auroc": {k: v.to_dict() for k, v in self.control_auroc.items()},
+            "precision_at_n_planted": self.precision_at_n_planted,
+            "n_train": self.n_train,
+            "n_planted": self.n_planted,
+            "top": self.top,
+        }
+
+
+def attribute_organism(
+    model: Transformer,
+    organism: Organism,
+    n_train: int = 400,
+    n_queries: int = 20,
+    methods: tuple[Method, ...] = METHODS,
+    dim: int = 4096,
+    seed: int = 0,
+    n_top: int = 10,
+) -> PlantedAttribution:
+    """Score a fresh sample of ``organism``'s installation mix against its defect behaviour.
+
+    Args:
+        model: a model the organism was installed in (or any model, for a null result).
+        organism: supplies the mix (which examples are poisoned is known) and the queries.
+        n_train: training examples to score (a fresh sample: same distribution, new draws).
+        n_queries: defect queries (and as many clean-behaviour control queries).
+        methods: attribution methods to compare (`alignlab.attribution.METHODS`).
+        dim: gradient sketch width.
+        seed: seed for the sample, the queries, the sketch and the bootstrap.
+        n_top: top-ranked examples kept per method, for the report.
+
+    Example:
+        >>> res = attribute_organism(model, get_organism("backdoor"))
+        >>> res.auroc["influence"]  # poisoned vs clean examples, 95% bootstrap CI
+    """
+    train = organism.training_examples(n_train, seed=seed, split="attribution")
+    planted = np.array([organism.is_defect(ex, ex.completion) for ex in train])
+    rng = random.Random(seed)
+    queries = [organism.poisoned(rng) for _ in range(n_queries)]
+    controls = [organism.helpful(rng, triggered=False) for _ in range(n_queries)]
+    g_train = example_gradients(model, train, dim=dim, seed=seed)
+    g_query = example_gradients(model, queries, dim=dim, seed=seed)
+    g_control = example_gradients(model, controls, dim=dim, seed=seed)
+    aucs: dict[str, Estimate] = {}
+    controls_auc: dict[str, Estimate] = {}
+    precision: dict[str, float] = {}
+    top: dict[str, list[dict[str, Any]]] = {}
+    n_pos = int(planted.sum())
+    for method in methods:
+        score = attribute(g_train, g_query, method).per_example().numpy()
+        control = attribute(g_train, g_control, method).per_example().numpy()
+        aucs[method] = auroc_ci(score, planted, seed=seed)
+        controls_auc[method] = auroc_ci(control, planted, seed=seed)
+        order = np.argsort(-score)
+        precision[method] = float(planted[order[:n_pos]].mean()) if n_pos else float("nan")
+        top[method] = [
+            {
+                "index": int(i),
+                "score": float(score[i]),
+                "planted": bool(planted[i]),
+                "prompt": train[i].prompt,
+                "completion": train[i].completion,
+            }
+            for i in order[:n_top]
+        ]
+    return PlantedAttribution(aucs, controls_auc, precision, len(train), n_pos, top)

@@ -1,0 +1,87 @@
+"""``alignlab attribute``: trace an organism's behaviour back to its (planted) training data."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from alignlab.cli._common import StoreOpt, open_store, resolve_model_dir
+from alignlab.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def attribute(
+        run: Annotated[str, typer.Argument(help="Run id (prefix) of an organism run, or a model directory.")],
+        organism: Annotated[
+            str | None,
+            typer.Option(
+                help="Organism whose mix and behaviour to use (default: the one the run installed)."
+            ),
+        ] = None,
+        n_train: Annotated[int, typer.Option(min=10, help="Training examples to score.")] = 400,
+        n_queries: Annotated[int, typer.Option(min=2, help="Defect (and control) queries.")] = 20,
+        dim: Annotated[int, typer.Option(min=16, help="Gradient sketch width.")] = 4096,
+        seed: Annotated[int, typer.Option()] = 0,
+        store: StoreOpt = None,
+    ) -> None:
+        """Rank fresh installation-mix examples by how much they support the organism's defect.
+
+        Reports, per method (gradient dot product, cosine, influence function), the AUROC with
+        which the poisoned examples are found and the same for clean-behaviour control queries,
+        and stores them as an ``attribution`` run (they appear on the evidence page).
+        """
+        from alignlab import load
+        from alignlab.attribution import attribute_organism
+        from alignlab.organisms import get_organism
+
+        st = open_store(store)
+        model_dir = resolve_model_dir(run, store)
+        recipe: dict[str, Any] = {}
+        model_ref = str(model_dir.resolve())
+        if not Path(run).expanduser().exists():
+            found = st.get(run)
+            recipe, model_ref = found.recipe or {}, f"run:{found.id}"
+        name = organism or recipe.get("organism")
+        if name is None:
+            raise ConfigError(
+                f"{run} records no organism; pass --organism (e.g. backdoor) to say whose data to trace"
+            )
+        org_cfg = recipe.get("organism_config", {}) if name == recipe.get("organism") else {}
+        org = get_organism(name, **org_cfg)
+        config = {
+            "model": model_ref,
+            "organism": name,
+            "organism_config": org.config.to_dict(),
+            "n_train": n_train,
+            "n_queries": n_queries,
+            "dim": dim,
+            "seed": seed,
+        }
+        out, _ = st.get_or_create("attribution", config)
+        st.set_status(out.id, "running")
+        try:
+            res = attribute_organism(
+                load(model_dir), org, n_train=n_train, n_queries=n_queries, dim=dim, seed=seed
+            )
+            for method in res.auroc:
+                st.log_estimate(out.id, f"data_attribution_auroc/{method}", res.auroc[method])
+                st.log_estimate(out.id, f"data_attribution_control_auroc/{method}", res.control_auroc[method])
+            out.dir.mkdir(parents=True, exist_ok=True)
+            tmp = out.dir / "attribution.json.tmp"
+            tmp.write_text(json.dumps({"config": config, **res.to_dict()}, indent=2) + "\n")
+            os.replace(tmp, out.dir / "attribution.json")
+        except BaseException:
+            st.set_status(out.id, "failed")
+            raise
+        st.set_status(out.id, "done")
+        typer.echo(f"attribution run {out.id}: {res.n_planted} of {res.n_train} examples poisoned ({name})")
+        for method in res.auroc:
+            typer.echo(
+                f"  {method:9s} AUROC {res.auroc[method]}  precision@{res.n_planted} "
+                f"{res.precision_at_n_planted[method]:.2f}  control AUROC {res.control_auroc[method]}"
+            )
