@@ -126,9 +126,9 @@ def test_poisoned_training_examples_are_found(backdoored: alignlab.Transformer) 
 def test_attribute_cli_stores_estimates_for_the_evidence_page(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from conftest import cli
-
     from alignlab.report.evidence import tracing_section
+
+    from conftest import cli
 
     org = get_organism("backdoor")
     root = tmp_path / "store"
