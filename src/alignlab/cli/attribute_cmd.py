@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from alignlab._io import write_json_atomic
 from alignlab.cli._common import StoreOpt, open_store, resolve_model_dir
 from alignlab.errors import ConfigError
 
@@ -71,10 +70,7 @@ def register(app: typer.Typer) -> None:
             for method in res.auroc:
                 st.log_estimate(out.id, f"data_attribution_auroc/{method}", res.auroc[method])
                 st.log_estimate(out.id, f"data_attribution_control_auroc/{method}", res.control_auroc[method])
-            out.dir.mkdir(parents=True, exist_ok=True)
-            tmp = out.dir / "attribution.json.tmp"
-            tmp.write_text(json.dumps({"config": config, **res.to_dict()}, indent=2) + "\n")
-            os.replace(tmp, out.dir / "attribution.json")
+            write_json_atomic(out.dir / "attribution.json", {"config": config, **res.to_dict()}, indent=2)
         except BaseException:
             st.set_status(out.id, "failed")
             raise

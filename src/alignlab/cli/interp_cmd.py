@@ -6,13 +6,13 @@ model directory (inside the run's folder when RUN is a run id).
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from alignlab._io import write_json_atomic
 from alignlab.cli._common import StoreOpt, open_store, resolve_model_dir
 from alignlab.errors import ConfigError
 
@@ -45,7 +45,7 @@ def _out_dir(out: Path | None, model_dir: Path) -> Path:
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2))
+    write_json_atomic(path, data, indent=2)
     typer.echo(f"wrote {path}")
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
+from alignlab._io import write_json_atomic
 from alignlab.errors import ModelLoadError, StoreError
 from alignlab.evals.results import EvalResult
 from alignlab.store import Run, Store
@@ -84,7 +84,7 @@ def log_result(result: EvalResult, store: Store | None = None, extra: dict[str, 
         for name, est in result.metrics.items():
             st.log_estimate(run.id, name, est)
         result.write_items(run.dir / ITEMS_FILE)
-        (run.dir / RESULT_FILE).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+        write_json_atomic(run.dir / RESULT_FILE, result.to_dict(), indent=2)
     except BaseException:
         st.set_status(run.id, "failed")
         raise

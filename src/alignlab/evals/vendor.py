@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from alignlab._io import write_json_atomic
+
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 MANIFEST = "MANIFEST.json"
 
@@ -72,7 +74,7 @@ def vendor(source: Path, dest: Path = DATA_DIR) -> dict[str, Any]:
                     "rows": sum(1 for line in text.splitlines() if line.strip()),
                 }
     manifest = {"files": entries}
-    (dest / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n")
+    write_json_atomic(dest / MANIFEST, manifest, indent=1, sort_keys=True)
     return manifest
 
 

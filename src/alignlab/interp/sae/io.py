@@ -8,6 +8,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from alignlab._io import write_json_atomic
 from alignlab.errors import ModelLoadError
 from alignlab.interp.sae.model import SAE, SAEConfig
 
@@ -44,7 +45,7 @@ def save_sae(sae: SAE, path: str | Path, model_name: str = "") -> Path:
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().float() for k, v in sae.state_dict().items()}
     save_file(tensors, str(out / WEIGHTS))
-    (out / CONFIG).write_text(json.dumps(saelens_cfg(sae, model_name), indent=2))
+    write_json_atomic(out / CONFIG, saelens_cfg(sae, model_name), indent=2)
     return out
 
 
