@@ -2,16 +2,21 @@
 
 from alignlab.attribution.grads import Sketch, example_gradients
 from alignlab.attribution.influence import METHODS, Attribution, attribute, influence_scores, planted_recovery
+from alignlab.attribution.lds import LDSResult, fixed_set_batches, linear_datamodeling_score, query_losses
 from alignlab.attribution.organism import PlantedAttribution, attribute_organism
 
 __all__ = [
     "METHODS",
     "Attribution",
+    "LDSResult",
     "PlantedAttribution",
     "Sketch",
     "attribute",
     "attribute_organism",
     "example_gradients",
+    "fixed_set_batches",
     "influence_scores",
+    "linear_datamodeling_score",
     "planted_recovery",
+    "query_losses",
 ]

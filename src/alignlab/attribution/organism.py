@@ -2,8 +2,14 @@
 
 An organism is installed from a mix in which we know which examples are poisoned. Gradients of
 the organism's behaviour (its defect completions on triggered prompts) are scored against a fresh
-sample of that mix; a working attribution method ranks the poisoned examples first. Queries of
-the *clean* behaviour are the control: they should show no preference for poisoned examples.
+sample of that mix; a working attribution method ranks the poisoned examples first. Two controls
+keep this honest:
+
+- *clean-behaviour queries* should show no preference for poisoned examples;
+- the *untrained baseline*: the same scores from a freshly initialised model of the same shape.
+  Poisoned examples share their completion text with the queries, so gradient similarity finds
+  them even in a model that learned nothing (measured: dot and cosine reach AUROC 1.0 on random
+  weights). Only recovery above this baseline says something about what training did.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ class PlantedAttribution:
 
     auroc: dict[str, Estimate]
     control_auroc: dict[str, Estimate]
+    baseline_auroc: dict[str, Estimate]
     precision_at_n_planted: dict[str, float]
     n_train: int
     n_planted: int
@@ -37,6 +44,7 @@ class PlantedAttribution:
         return {
             "auroc": {k: v.to_dict() for k, v in self.auroc.items()},
             "control_auroc": {k: v.to_dict() for k, v in self.control_auroc.items()},
+            "baseline_auroc": {k: v.to_dict() for k, v in self.baseline_auroc.items()},
             "precision_at_n_planted": self.precision_at_n_planted,
             "n_train": self.n_train,
             "n_planted": self.n_planted,
@@ -63,7 +71,8 @@ def attribute_organism(
         n_queries: defect queries (and as many clean-behaviour control queries).
         methods: attribution methods to compare (`alignlab.attribution.METHODS`).
         dim: gradient sketch width.
-        seed: seed for the sample, the queries, the sketch and the bootstrap.
+        seed: seed for the sample, the queries, the sketch, the bootstrap and the untrained
+            baseline's initialisation.
         n_top: top-ranked examples kept per method, for the report.
 
     Example:
@@ -78,8 +87,13 @@ def attribute_organism(
     g_train = example_gradients(model, train, dim=dim, seed=seed)
     g_query = example_gradients(model, queries, dim=dim, seed=seed)
     g_control = example_gradients(model, controls, dim=dim, seed=seed)
+    untrained = Transformer(model.cfg)
+    untrained.init_weights(seed)
+    b_train = example_gradients(untrained, train, dim=dim, seed=seed)
+    b_query = example_gradients(untrained, queries, dim=dim, seed=seed)
     aucs: dict[str, Estimate] = {}
     controls_auc: dict[str, Estimate] = {}
+    baseline: dict[str, Estimate] = {}
     precision: dict[str, float] = {}
     top: dict[str, list[dict[str, Any]]] = {}
     n_pos = int(planted.sum())
@@ -88,6 +102,8 @@ def attribute_organism(
         control = attribute(g_train, g_control, method).per_example().numpy()
         aucs[method] = auroc_ci(score, planted, seed=seed)
         controls_auc[method] = auroc_ci(control, planted, seed=seed)
+        base = attribute(b_train, b_query, method).per_example().numpy()
+        baseline[method] = auroc_ci(base, planted, seed=seed)
         order = np.argsort(-score)
         precision[method] = float(planted[order[:n_pos]].mean()) if n_pos else float("nan")
         top[method] = [
@@ -100,4 +116,4 @@ def attribute_organism(
             }
             for i in order[:n_top]
         ]
-    return PlantedAttribution(aucs, controls_auc, precision, len(train), n_pos, top)
+    return PlantedAttribution(aucs, controls_auc, baseline, precision, len(train), n_pos, top)

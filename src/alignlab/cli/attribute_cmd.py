@@ -31,8 +31,9 @@ def register(app: typer.Typer) -> None:
         """Rank fresh installation-mix examples by how much they support the organism's defect.
 
         Reports, per method (gradient dot product, cosine, influence function), the AUROC with
-        which the poisoned examples are found and the same for clean-behaviour control queries,
-        and stores them as an ``attribution`` run (they appear on the evidence page).
+        which the poisoned examples are found, the same for clean-behaviour control queries and
+        for an untrained model of the same shape (surface similarity alone), and stores them as
+        an ``attribution`` run (they appear on the evidence page).
         """
         from alignlab import load
         from alignlab.attribution import attribute_organism
@@ -70,6 +71,9 @@ def register(app: typer.Typer) -> None:
             for method in res.auroc:
                 st.log_estimate(out.id, f"data_attribution_auroc/{method}", res.auroc[method])
                 st.log_estimate(out.id, f"data_attribution_control_auroc/{method}", res.control_auroc[method])
+                st.log_estimate(
+                    out.id, f"data_attribution_untrained_auroc/{method}", res.baseline_auroc[method]
+                )
             write_json_atomic(out.dir / "attribution.json", {"config": config, **res.to_dict()}, indent=2)
         except BaseException:
             st.set_status(out.id, "failed")
@@ -79,5 +83,6 @@ def register(app: typer.Typer) -> None:
         for method in res.auroc:
             typer.echo(
                 f"  {method:9s} AUROC {res.auroc[method]}  precision@{res.n_planted} "
-                f"{res.precision_at_n_planted[method]:.2f}  control AUROC {res.control_auroc[method]}"
+                f"{res.precision_at_n_planted[method]:.2f}  control AUROC {res.control_auroc[method]}  "
+                f"untrained-model AUROC {res.baseline_auroc[method]}"
             )
