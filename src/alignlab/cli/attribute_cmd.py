@@ -15,7 +15,10 @@ from alignlab.errors import ConfigError
 def register(app: typer.Typer) -> None:
     @app.command()
     def attribute(
-        run: Annotated[str, typer.Argument(help="Run id (prefix) of an organism run, or a model directory.")],
+        run: Annotated[
+            str,
+            typer.Argument(metavar="RUN", help="Run id (prefix) of an organism run, or a model directory."),
+        ],
         organism: Annotated[
             str | None,
             typer.Option(

@@ -21,7 +21,9 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-RunArg = Annotated[str, typer.Argument(help="Run id (prefix) in the store, or a model directory.")]
+RunArg = Annotated[
+    str, typer.Argument(metavar="RUN", help="Run id (prefix) in the store, or a model directory.")
+]
 OutOpt = Annotated[
     Path | None,
     typer.Option("--out", help="Output folder (default: interp/ beside the model directory)."),
