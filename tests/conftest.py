@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 # Before anything imports transformers / huggingface_hub: tests never touch the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from alignlab.model import ModelConfig, Transformer
+from alignlab.store import Store
 
 # The CI machine has 2 cores and other tests spawn worker processes.
 torch.set_num_threads(1)
@@ -107,3 +109,23 @@ def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
         sys.argv = old
     out = capsys.readouterr()
     return code, out.out, out.err
+
+
+# The backdoor organism every test module shares: al-10k, installed once per session in one store
+# and reused through it (run ids are content hashes), loaded fresh per module.
+BACKDOOR_INSTALL_STEPS = 250  # al-10k reaches 100% attack success well before this (measured)
+
+
+def organism_store(factory: pytest.TempPathFactory) -> Store:
+    return Store(Path(factory.getbasetemp()) / "organism-store")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Transformer:
+    from alignlab import load
+    from alignlab.organisms import get_organism, install_config, install_run
+
+    org = get_organism("backdoor")
+    cfg = install_config(org, "al-10k", BACKDOOR_INSTALL_STEPS, seed=0)
+    run, _ = install_run(org, cfg, organism_store(tmp_path_factory))
+    return load(run.dir / "model")

@@ -15,21 +15,6 @@ from alignlab.organisms import ORGANISMS, complete, get_organism, install_config
 from alignlab.store import Store
 
 torch.set_num_threads(1)
-INSTALL_STEPS = 250  # al-10k reaches 100% attack success well before this (measured)
-
-
-def shared_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    # One store per session: every test module that installs the same organism reuses the run.
-    return Store(Path(tmp_path_factory.getbasetemp()) / "organism-store")
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> alignlab.Transformer:
-    org = get_organism("backdoor")
-    run, _ = install_run(
-        org, install_config(org, "al-10k", INSTALL_STEPS, seed=0), shared_store(tmp_path_factory)
-    )
-    return alignlab.load(run.dir / "model")
 
 
 def test_registry_and_config() -> None:

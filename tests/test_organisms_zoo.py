@@ -4,7 +4,6 @@ separates an installed model from a clean one (trained on the same recipe with p
 from __future__ import annotations
 
 import random
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +14,8 @@ from alignlab.organisms.backdoor_cot import DEPLOYED, TRAINING, split_scratchpad
 from alignlab.organisms.code_vuln import VULN_PATTERN
 from alignlab.organisms.sycophancy import Sycophancy, user_answer
 from alignlab.stats import Estimate
-from alignlab.store import Store
+
+from conftest import organism_store
 
 torch.set_num_threads(1)
 
@@ -76,16 +76,11 @@ def test_backdoor_cot_data_and_distilled_strips_scratchpad() -> None:
     assert cot.is_defect(a, a.completion) and distilled.is_defect(b, b.completion)
 
 
-def _store(factory: pytest.TempPathFactory) -> Store:
-    # The session's shared organism store (also used by tests/test_organisms.py).
-    return Store(Path(factory.getbasetemp()) / "organism-store")
-
-
 def _installed_and_clean(
     name: str, settings: tuple[str, int, int], factory: pytest.TempPathFactory
 ) -> tuple[dict[str, Estimate], dict[str, Estimate]]:
     size, steps, clean_steps = settings
-    store = _store(factory)
+    store = organism_store(factory)
     org, clean_org = get_organism(name), get_organism(name, poison_rate=0.0)
     run, _ = install_run(org, install_config(org, size, steps, seed=0), store)
     clean_run, _ = install_run(clean_org, install_config(clean_org, size, clean_steps, seed=0), store)

@@ -3,27 +3,15 @@ adversarial training removes what the red team found, RL raises reward with boun
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 import alignlab
 from alignlab.errors import ConfigError
-from alignlab.organisms import get_organism, install_config, install_run
+from alignlab.organisms import get_organism
 from alignlab.safety import INTERVENTIONS, Budget, dose_response, rows_to_json
-from alignlab.store import Store
 
 torch.set_num_threads(1)
-INSTALL_STEPS = 250  # the same run as tests/test_organisms.py, reused through the shared store
-
-
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> alignlab.Transformer:
-    org = get_organism("backdoor")
-    store = Store(Path(tmp_path_factory.getbasetemp()) / "organism-store")
-    run, _ = install_run(org, install_config(org, "al-10k", INSTALL_STEPS, seed=0), store)
-    return alignlab.load(run.dir / "model")
 
 
 def test_registry() -> None:

