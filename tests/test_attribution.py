@@ -133,6 +133,7 @@ def test_attribute_cli_stores_estimates_for_the_evidence_page(
     assert {f"data_attribution_auroc/{m}" for m in ("dot", "cosine", "influence")} <= names
     page = tracing_section(store, store.runs(status="done"), lambda rid: rid)
     assert "data_attribution_auroc/influence" in page and "no evidence yet" not in page
+    assert "data_attribution_untrained_auroc/dot" in page and "beats the <em>untrained</em> row" in page
     assert (att.dir / "attribution.json").exists()
     # The same request again reuses the run; a bare model directory must name its organism.
     assert cli(args, capsys)[0] == 0 and len(Store(root).runs(kind="attribution")) == 1

@@ -31,7 +31,7 @@ WORRYING = (
     "myopi",
     "coordinate",
 )
-# Metric names meaning "behaviour traced to training data" (no module writes them yet).
+# Metric names meaning "behaviour traced to training data" (`alignlab attribute` writes them).
 TRACING = ("influence", "training_data", "data_attribution", "tracin")
 
 
@@ -173,7 +173,14 @@ def tracing_section(store: Store, runs: Sequence[Run], link: Linker) -> str:
                 rows.append((h.link(link(run.id), run.id), h.esc(name), h.estimate(est)))
     if not rows:
         return _no_evidence("no training-data attribution has been measured")
-    return h.table(("run", "measure", "estimate [95% CI]"), rows)
+    note = ""
+    if any("untrained" in str(r[1]) for r in rows):
+        note = (
+            "<p>Planted-data recovery counts only where it beats the <em>untrained</em> row: the "
+            "same scores from random weights, which find poisoned examples by their shared text "
+            "alone (<code>alignlab.attribution.organism</code>).</p>"
+        )
+    return note + h.table(("run", "measure", "estimate [95% CI]"), rows)
 
 
 def eval_section(store: Store, runs: Sequence[Run], link: Linker) -> str:
