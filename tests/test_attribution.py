@@ -15,6 +15,7 @@ from alignlab.attribution import (
     Sketch,
     attribute,
     attribute_organism,
+    example_gradients,
     influence_scores,
     linear_datamodeling_score,
 )
@@ -182,3 +183,43 @@ def test_lds_oracle_beats_chance_and_gradient_methods_are_measured() -> None:
     res = linear_datamodeling_score(train, queries, cfg, n_subsets=24, extra_predictors={"oracle": planted})
     assert res.lds["oracle"].value >= 0.7 and res.lds["oracle"].lo > res.null.hi
     assert -0.2 <= res.null.value <= 0.2
+
+
+def test_batched_per_example_gradients_match_one_backward_per_example() -> None:
+    """The batched Linear-layer path (outer products of output gradients and inputs, padded
+    batches) gives each example's own gradient, as one backward pass per example does."""
+    from alignlab.model import SIZES, Transformer, lm_loss
+    from alignlab.tasks.chat import encode_example
+
+    model = Transformer(SIZES["al-10k"])
+    model.init_weights(3)
+    org = get_organism("backdoor")
+    examples = org.training_examples(7, seed=2)  # different lengths: the batch is padded
+    assert len({len(encode_example(e)[0]) for e in examples}) > 1
+    names = [
+        n for n, p in model.named_parameters() if p.ndim == 2 and n not in ("embed.weight", "unembed.weight")
+    ]
+    weights = [dict(model.named_parameters())[n] for n in names]
+    n_params = sum(w.numel() for w in weights)
+    batched = example_gradients(model, examples, dim=n_params, batch_size=4, seed=5)
+    sketch = Sketch.make(n_params, n_params, seed=5)
+    for i, ex in enumerate(examples):
+        ids, mask = encode_example(ex)
+        tokens = torch.tensor([ids])
+        loss = lm_loss(model(tokens), tokens, torch.tensor([mask]))
+        flat = torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, weights)])
+        expected = sketch(flat, n_params)
+        assert torch.allclose(batched[i], expected, rtol=1e-4, atol=1e-6), i
+    assert all(p.grad is None for p in model.parameters())  # nothing accumulated into .grad
+
+
+def test_fewer_examples_than_dims_uses_the_same_fisher_solve() -> None:
+    """n < k switches to the n x n push-through form; it must equal the k x k solve."""
+    gen = torch.Generator().manual_seed(4)
+    g = torch.randn(50, 300, generator=gen, dtype=torch.float64)
+    q = torch.randn(4, 300, generator=gen, dtype=torch.float64)
+    fisher = g.T @ g / 50
+    lam = 0.01 * float(fisher.diagonal().mean())
+    direct = q @ torch.linalg.solve(fisher + lam * torch.eye(300, dtype=torch.float64), g.T)
+    got = influence_scores(g, q, "influence", damping=0.01).double()
+    assert torch.allclose(got, direct, rtol=1e-5, atol=1e-5 * float(direct.abs().max()))

@@ -58,7 +58,16 @@ def influence_scores(
     if method == "cosine":
         unit = torch.nn.functional.normalize
         return (unit(g_query, dim=1) @ unit(g_train, dim=1).T).float()
-    curv = hessian.double() if hessian is not None else g_train.T @ g_train / g_train.shape[0]
+    n, k = g_train.shape
+    if hessian is None and n < k:
+        # Fewer examples than gradient dims: the Fisher G^T G / n has rank <= n, and the
+        # push-through identity (G^T G/n + lam I)^-1 G^T = G^T (G G^T/n + lam I)^-1 turns the
+        # k x k solve into an n x n one (400 x 400 instead of 4096 x 4096 by default).
+        gram = g_train @ g_train.T / n
+        lam = damping * float((gram.diagonal().sum() / k).clamp_min(1e-12))  # mean(diag F)
+        solved_t = torch.linalg.solve(gram + lam * torch.eye(n, dtype=gram.dtype), g_train @ g_query.T)
+        return solved_t.T.float()
+    curv = hessian.double() if hessian is not None else g_train.T @ g_train / n
     lam = damping * float(curv.diagonal().mean().clamp_min(1e-12))
     eye = torch.eye(curv.shape[0], dtype=curv.dtype)
     solved = torch.linalg.solve(curv + lam * eye, g_train.T)  # [k, n]
