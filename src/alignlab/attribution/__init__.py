@@ -1,7 +1,7 @@
 """Trace behaviour back to training data: per-example gradients, TracIn and influence functions."""
 
 from alignlab.attribution.grads import Sketch, example_gradients
-from alignlab.attribution.influence import METHODS, Attribution, attribute, influence_scores, planted_recovery
+from alignlab.attribution.influence import METHODS, Attribution, attribute, influence_scores
 from alignlab.attribution.lds import LDSResult, fixed_set_batches, linear_datamodeling_score, query_losses
 from alignlab.attribution.organism import PlantedAttribution, attribute_organism
 
@@ -17,6 +17,5 @@ __all__ = [
     "fixed_set_batches",
     "influence_scores",
     "linear_datamodeling_score",
-    "planted_recovery",
     "query_losses",
 ]

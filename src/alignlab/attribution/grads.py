@@ -40,10 +40,6 @@ class Sketch:
         sign = torch.randint(0, 2, (n_params,), generator=gen).float() * 2 - 1
         return cls(bucket=bucket, sign=sign)
 
-    @property
-    def dim(self) -> int:
-        return int(self.bucket.max()) + 1
-
     def __call__(self, flat: Float[Tensor, "*b n_params"], dim: int) -> Float[Tensor, "*b dim"]:
         out = torch.zeros(*flat.shape[:-1], dim, dtype=flat.dtype)
         return out.index_add_(-1, self.bucket, flat * self.sign)

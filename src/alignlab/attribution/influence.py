@@ -13,7 +13,6 @@ i.e. upweighting it lowers the query's loss (a "proponent" in Grosse et al. 2023
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -106,18 +105,3 @@ def attribute(
         >>> attribute(g_train, g_query).top(5)  # [(index, score), ...]
     """
     return Attribution(influence_scores(train_grads, query_grads, method, damping), method)
-
-
-def planted_recovery(scores: Float[Tensor, " n"], planted: Sequence[bool]) -> dict[str, float]:
-    """How well per-example scores find planted examples: AUROC and precision at n_planted."""
-    from alignlab.interp.probes import auroc
-
-    labels = torch.tensor(list(planted), dtype=torch.bool)
-    n_pos = int(labels.sum())
-    top = scores.argsort(descending=True)[:n_pos]
-    return {
-        "auroc": auroc(scores.numpy(), labels.numpy()),
-        "precision_at_n_planted": float(labels[top].float().mean()) if n_pos else float("nan"),
-        "n_planted": float(n_pos),
-        "n": float(len(labels)),
-    }
