@@ -223,3 +223,23 @@ def test_fewer_examples_than_dims_uses_the_same_fisher_solve() -> None:
     direct = q @ torch.linalg.solve(fisher + lam * torch.eye(300, dtype=torch.float64), g.T)
     got = influence_scores(g, q, "influence", damping=0.01).double()
     assert torch.allclose(got, direct, rtol=1e-5, atol=1e-5 * float(direct.abs().max()))
+
+
+def test_non_linear_parameters_take_the_per_example_path() -> None:
+    from alignlab.model import SIZES, Transformer, lm_loss
+    from alignlab.tasks.chat import encode_example
+
+    model = Transformer(SIZES["al-10k"])
+    model.init_weights(1)
+    ex = get_organism("backdoor").training_examples(1, seed=3)[0]
+    names = ["ln_final.weight", "blocks.0.mlp.W_in.weight"]  # a LayerNorm gain is not a Linear
+    weights = [dict(model.named_parameters())[n] for n in names]
+    n_params = sum(w.numel() for w in weights)
+    got = example_gradients(model, [ex], dim=n_params, params=names, seed=2)[0]
+    ids, mask = encode_example(ex)
+    tokens = torch.tensor([ids])
+    grads = torch.autograd.grad(lm_loss(model(tokens), tokens, torch.tensor([mask])), weights)
+    expected = Sketch.make(n_params, n_params, seed=2)(torch.cat([g.reshape(-1) for g in grads]), n_params)
+    assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7)
+    with pytest.raises(KeyError, match="no parameters named"):
+        example_gradients(model, [ex], params=["blocks.9.nope"])
