@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 import alignlab
-from alignlab.attribution import attribute, example_gradients
+from alignlab.attribution import attribute, ekfac_scores, example_gradients
 from alignlab.interp.probes import auroc
 from alignlab.organisms import get_organism, install_config, install_run
 from alignlab.store import Store
@@ -99,19 +99,27 @@ def _task(tracked: list[str]) -> Any:
 
 
 def _kronfluence_scores(
-    model: torch.nn.Module, tracked: list[str], train: Any, query: Any, strategy: str, out: str
+    model: torch.nn.Module,
+    tracked: list[str],
+    train: Any,
+    query: Any,
+    strategy: str,
+    out: str,
+    empirical: bool = False,
 ) -> tuple[np.ndarray, float]:
     from kronfluence.analyzer import Analyzer, prepare_model
     from kronfluence.arguments import FactorArguments, ScoreArguments
 
     model = prepare_model(model, _task(tracked))
-    analyzer = Analyzer(f"kf-{strategy}", model, _task(tracked), cpu=True, disable_tqdm=True, output_dir=out)
+    analyzer = Analyzer(
+        f"kf-{strategy}-{empirical}", model, _task(tracked), cpu=True, disable_tqdm=True, output_dir=out
+    )
     t0 = time.perf_counter()
     analyzer.fit_all_factors(
         "factors",
         train,
         per_device_batch_size=50,
-        factor_args=FactorArguments(strategy=strategy),
+        factor_args=FactorArguments(strategy=strategy, use_empirical_fisher=empirical),
         overwrite_output_dir=True,
     )
     analyzer.compute_pairwise_scores(
@@ -179,6 +187,21 @@ def main() -> int:
             alignlab.load(run.dir / "model"), linear, train_ds, query_ds, "ekfac", str(Path(tmp) / "kf")
         )
 
+        # (c) EK-FAC on both sides, empirical Fisher (real labels) on both.
+        weights = [f"{n}.weight" for n in linear]
+        t0 = time.perf_counter()
+        al_ek = ekfac_scores(model, train_ex, queries, params=weights).double().numpy()
+        al_ek_s = time.perf_counter() - t0
+        kf_eke, kf_eke_s = _kronfluence_scores(
+            alignlab.load(run.dir / "model"),
+            linear,
+            train_ds,
+            query_ds,
+            "ekfac",
+            str(Path(tmp) / "kf"),
+            empirical=True,
+        )
+
     per_ex = {"alignlab influence": al_inf.mean(0), "kronfluence ekfac": kf_ek.mean(0)}
     res: dict[str, Any] = {
         "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
@@ -194,6 +217,15 @@ def main() -> int:
             "kronfluence_identity": kf_id_s,
             "alignlab_influence": al_inf_s,
             "kronfluence_ekfac": kf_ek_s,
+            "alignlab_ekfac": al_ek_s,
+            "kronfluence_ekfac_empirical": kf_eke_s,
+        },
+        "ekfac_empirical": {
+            "max_rel_diff": float(np.abs(al_ek - kf_eke).max() / np.abs(kf_eke).max()),
+            "spearman_per_example": _spearman(al_ek.mean(0), kf_eke.mean(0)),
+            "speed_ratio": kf_eke_s / al_ek_s,
+            "auroc_alignlab": auroc(al_ek.mean(0), planted),
+            "auroc_kronfluence": auroc(kf_eke.mean(0), planted),
         },
         "speed_ratio": {
             "exact_grads_vs_identity": kf_id_s / al_grad_s,

@@ -243,3 +243,41 @@ def test_non_linear_parameters_take_the_per_example_path() -> None:
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-7)
     with pytest.raises(KeyError, match="no parameters named"):
         example_gradients(model, [ex], params=["blocks.9.nope"])
+
+
+def test_ekfac_reduces_to_gradient_dot_products_under_heavy_damping(
+    installed: alignlab.Transformer,
+) -> None:
+    """With damping far above every eigenvalue a layer's preconditioner is a constant (damping is
+    relative to each layer's mean eigenvalue, so one layer here), and EK-FAC scores are the plain
+    per-example gradient dot products of its weight and bias up to one scale."""
+    from alignlab.attribution import ekfac_scores
+
+    org = get_organism("backdoor")
+    train = org.training_examples(40, seed=6)
+    rng = random.Random(1)
+    queries = [org.poisoned(rng) for _ in range(3)]
+    linear = ["blocks.1.mlp.W_in"]
+    weights = [f"{n}.weight" for n in linear]
+    heavy = ekfac_scores(installed, train, queries, params=weights, damping=1e8).double()
+    full = [f"{n}.{p}" for n in linear for p in ("weight", "bias")]
+    n_params = sum(dict(installed.named_parameters())[p].numel() for p in full)
+    g_tr = example_gradients(installed, train, dim=n_params, params=full)
+    g_q = example_gradients(installed, queries, dim=n_params, params=full)
+    dot = attribute(g_tr, g_q, "dot").scores.double()
+    scale = float((heavy * dot).sum() / (dot * dot).sum())
+    assert torch.allclose(heavy, scale * dot, rtol=1e-3, atol=1e-3 * float((scale * dot).abs().max()))
+
+
+def test_ekfac_finds_the_planted_poison(installed: alignlab.Transformer) -> None:
+    """Measured on this model: AUROC 0.87 (kronfluence's EK-FAC with the same empirical Fisher:
+    0.90; per-example Spearman between the two 0.91, benchmarks/attribution_kronfluence.py)."""
+    from alignlab.attribution import ekfac_scores
+    from alignlab.interp.probes import auroc
+
+    org = get_organism("backdoor")
+    train = org.training_examples(400, seed=0, split="attribution")
+    planted = [org.is_defect(e, e.completion) for e in train]
+    rng = random.Random(0)
+    scores = ekfac_scores(installed, train, [org.poisoned(rng) for _ in range(20)])
+    assert auroc(scores.mean(0).numpy(), planted) >= 0.8

@@ -1,5 +1,6 @@
 """Trace behaviour back to training data: per-example gradients, TracIn and influence functions."""
 
+from alignlab.attribution.ekfac import ekfac_scores
 from alignlab.attribution.grads import Sketch, example_gradients
 from alignlab.attribution.influence import METHODS, Attribution, attribute, influence_scores
 from alignlab.attribution.lds import LDSResult, fixed_set_batches, linear_datamodeling_score, query_losses
@@ -13,6 +14,7 @@ __all__ = [
     "Sketch",
     "attribute",
     "attribute_organism",
+    "ekfac_scores",
     "example_gradients",
     "fixed_set_batches",
     "influence_scores",

@@ -139,18 +139,23 @@ def _linear_owner(model: Transformer, name: str) -> tuple[nn.Linear, str] | None
     return (module, attr) if isinstance(module, nn.Linear) and attr in ("weight", "bias") else None
 
 
-def _linear_grads(
-    model: Transformer, owners: list[tuple[nn.Linear, str]], examples: Sequence[Example], batch_size: int
-) -> Iterator[Tensor]:
-    """Per-example gradients of Linear layers from one batched backward pass.
+@dataclass
+class _LinearBatch:
+    """One padded batch's Linear-layer inputs and loss gradients at the layer outputs."""
 
-    A Linear layer's weight gradient for one example is the sum over its positions of
-    (output gradient) x (input) outer products, and its bias gradient the sum of output gradients
-    (Goodfellow 2015, "Efficient per-example gradient computations"; kronfluence and Opacus do the
-    same). Each example's loss depends only on its own row, so one backward pass of the summed
-    loss gives every example's output gradients at once.
+    acts: dict[nn.Module, Tensor]  # [B, T, in]
+    out_grads: dict[nn.Module, Tensor]  # [B, T, out]; zero at padding
+    token_mask: Tensor  # [B, T] bool, real (non-padding) tokens
+
+
+def _linear_batches(
+    model: Transformer, modules: Sequence[nn.Module], examples: Sequence[Example], batch_size: int
+) -> Iterator[_LinearBatch]:
+    """Run padded batches of examples; capture each module's input and output gradient.
+
+    The loss is the sum over the batch of each example's mean completion-token cross-entropy,
+    so the output gradient of row b is example b's own (no example reaches another's loss).
     """
-    modules = list(dict.fromkeys(m for m, _ in owners))
     acts: dict[nn.Module, Tensor] = {}
     outs: dict[nn.Module, Tensor] = {}
 
@@ -165,24 +170,39 @@ def _linear_grads(
             batch = collate(chunk, max(len(encode_example(e)[0]) for e in chunk))
             assert batch.attention_mask is not None and batch.loss_mask is not None  # collate sets both
             tokens = batch.tokens.to(model.device)
-            logits = model(tokens, attention_mask=batch.attention_mask.to(model.device))
+            attention = batch.attention_mask.to(model.device)
+            logits = model(tokens, attention_mask=attention)
             m = batch.loss_mask[:, 1:].to(model.device).float()
             nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
             per_example = (nll * m).sum(1) / m.sum(1).clamp_min(1.0)
-            out_grads = torch.autograd.grad(
-                per_example.sum(), [outs[m_] for m_ in modules], allow_unused=True
-            )
-            by_module = dict(zip(modules, out_grads, strict=True))
-            pieces = []
-            for module, attr in owners:
-                g = by_module[module]
-                if g is None:
-                    g = torch.zeros_like(outs[module])
-                if attr == "weight":
-                    pieces.append(torch.einsum("bto,bti->boi", g, acts[module]).reshape(len(tokens), -1))
-                else:
-                    pieces.append(g.sum(1))
-            yield torch.cat(pieces, dim=1)
+            grads = torch.autograd.grad(per_example.sum(), [outs[m_] for m_ in modules], allow_unused=True)
+            out_grads = {
+                module: torch.zeros_like(outs[module]) if g is None else g.detach()
+                for module, g in zip(modules, grads, strict=True)
+            }
+            yield _LinearBatch(dict(acts), out_grads, attention.bool())
     finally:
         for h in handles:
             h.remove()
+
+
+def _linear_grads(
+    model: Transformer, owners: list[tuple[nn.Linear, str]], examples: Sequence[Example], batch_size: int
+) -> Iterator[Tensor]:
+    """Per-example gradients of Linear layers from one batched backward pass.
+
+    A Linear layer's weight gradient for one example is the sum over its positions of
+    (output gradient) x (input) outer products, and its bias gradient the sum of output gradients
+    (Goodfellow 2015, "Efficient per-example gradient computations"; kronfluence and Opacus do the
+    same).
+    """
+    modules = list(dict.fromkeys(m for m, _ in owners))
+    for batch in _linear_batches(model, modules, examples, batch_size):
+        pieces = []
+        for module, attr in owners:
+            g = batch.out_grads[module]
+            if attr == "weight":
+                pieces.append(torch.einsum("bto,bti->boi", g, batch.acts[module]).reshape(len(g), -1))
+            else:
+                pieces.append(g.sum(1))
+        yield torch.cat(pieces, dim=1)

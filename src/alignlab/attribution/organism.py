@@ -16,16 +16,19 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
+from torch import Tensor
 
+from alignlab.attribution.ekfac import ekfac_scores
 from alignlab.attribution.grads import example_gradients
 from alignlab.attribution.influence import METHODS, Method, attribute
 from alignlab.interp.probes import auroc_ci
 from alignlab.model import Transformer
 from alignlab.organisms.base import Organism
 from alignlab.stats import Estimate
+from alignlab.tasks.chat import Example
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,7 @@ def attribute_organism(
     organism: Organism,
     n_train: int = 400,
     n_queries: int = 20,
-    methods: tuple[Method, ...] = METHODS,
+    methods: tuple[str, ...] = (*METHODS, "ekfac"),
     dim: int = 4096,
     seed: int = 0,
     n_top: int = 10,
@@ -69,7 +72,8 @@ def attribute_organism(
         organism: supplies the mix (which examples are poisoned is known) and the queries.
         n_train: training examples to score (a fresh sample: same distribution, new draws).
         n_queries: defect queries (and as many clean-behaviour control queries).
-        methods: attribution methods to compare (`alignlab.attribution.METHODS`).
+        methods: attribution methods to compare: `alignlab.attribution.METHODS` on sketched
+            gradients, and "ekfac" (`alignlab.attribution.ekfac_scores`, exact per-layer).
         dim: gradient sketch width.
         seed: seed for the sample, the queries, the sketch, the bootstrap and the untrained
             baseline's initialisation.
@@ -97,12 +101,21 @@ def attribute_organism(
     precision: dict[str, float] = {}
     top: dict[str, list[dict[str, Any]]] = {}
     n_pos = int(planted.sum())
+    unknown = [m for m in methods if m not in (*METHODS, "ekfac")]
+    if unknown:
+        raise ValueError(f"unknown attribution methods {unknown}; choose from {(*METHODS, 'ekfac')}")
+
+    def per_example(method: str, net: Transformer, g_tr: Tensor, g_q: Tensor, q: list[Example]) -> np.ndarray:
+        if method == "ekfac":
+            return ekfac_scores(net, train, q).mean(0).numpy()
+        return attribute(g_tr, g_q, cast(Method, method)).per_example().numpy()
+
     for method in methods:
-        score = attribute(g_train, g_query, method).per_example().numpy()
-        control = attribute(g_train, g_control, method).per_example().numpy()
+        score = per_example(method, model, g_train, g_query, queries)
+        control = per_example(method, model, g_train, g_control, controls)
         aucs[method] = auroc_ci(score, planted, seed=seed)
         controls_auc[method] = auroc_ci(control, planted, seed=seed)
-        base = attribute(b_train, b_query, method).per_example().numpy()
+        base = per_example(method, untrained, b_train, b_query, queries)
         baseline[method] = auroc_ci(base, planted, seed=seed)
         order = np.argsort(-score)
         precision[method] = float(planted[order[:n_pos]].mean()) if n_pos else float("nan")
