@@ -270,8 +270,9 @@ def test_ekfac_reduces_to_gradient_dot_products_under_heavy_damping(
 
 
 def test_ekfac_finds_the_planted_poison(installed: alignlab.Transformer) -> None:
-    """Measured on this model: AUROC 0.87 (kronfluence's EK-FAC with the same empirical Fisher:
-    0.90; per-example Spearman between the two 0.91, benchmarks/attribution_kronfluence.py)."""
+    """Measured on this model (true Fisher, default damping): AUROC 0.92; kronfluence's EK-FAC
+    with the same settings gives 0.90, and with the empirical Fisher the two agree to 2.8e-6
+    (benchmarks/attribution_kronfluence.py)."""
     from alignlab.attribution import ekfac_scores
     from alignlab.interp.probes import auroc
 

@@ -5,8 +5,10 @@ The Gauss-Newton/Fisher curvature of each Linear layer is approximated by a Kron
 ``G = E[g gᵀ]`` over tokens. EK-FAC keeps their eigenvectors but refits the eigenvalues: in the
 rotated basis ``Q_Gᵀ ∇W Q_A`` the curvature is the mean of the squared per-example gradients.
 A query gradient is preconditioned by dividing by those eigenvalues plus a damping of 0.1 × their
-mean (kronfluence's heuristic), then dotted with each training gradient. The empirical Fisher is
-used (the real labels), as in the rest of `alignlab.attribution`.
+mean (kronfluence's heuristic), then dotted with each training gradient. The curvature is fitted
+with the *true* Fisher by default (targets sampled from the model, as Grosse et al. and
+kronfluence do); ``fisher="empirical"`` uses the examples' own tokens. Scores always use the real
+labels.
 
 Per-example gradients are kept in memory, ``n_train × n_params`` floats: fine for the tiny
 models this package trains (al-10k: 400 examples x 6k parameters); for large models use the
@@ -16,6 +18,7 @@ sketched `influence_scores` instead.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from jaxtyping import Float
@@ -41,14 +44,18 @@ def _layers(model: Transformer, params: Sequence[str] | None) -> list[nn.Linear]
 
 
 def _per_example(
-    model: Transformer, layers: list[nn.Linear], examples: Sequence[Example], batch_size: int
+    model: Transformer,
+    layers: list[nn.Linear],
+    examples: Sequence[Example],
+    batch_size: int,
+    sample: torch.Generator | None = None,
 ) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
     """Per-example gradients ``[n, out, in(+1)]`` per layer, and the token covariances A and G."""
     grads: list[list[Tensor]] = [[] for _ in layers]
     cov_a = [torch.zeros(0) for _ in layers]
     cov_g = [torch.zeros(0) for _ in layers]
     n_tokens = 0
-    for batch in _linear_batches(model, layers, examples, batch_size):
+    for batch in _linear_batches(model, layers, examples, batch_size, sample):
         real = batch.token_mask  # [B, T] bool
         n_tokens += int(real.sum())
         for i, layer in enumerate(layers):
@@ -73,6 +80,8 @@ def ekfac_scores(
     params: Sequence[str] | None = None,
     damping: float = HEURISTIC_DAMPING,
     batch_size: int = 32,
+    fisher: Literal["true", "empirical"] = "true",
+    seed: int = 0,
 ) -> Float[Tensor, "m n"]:
     """Influence of each training example on each query's loss, EK-FAC-preconditioned.
 
@@ -87,6 +96,9 @@ def ekfac_scores(
             unembedding; a layer's bias is included when it has one).
         damping: added to the refitted eigenvalues, as a multiple of their mean.
         batch_size: examples per backward pass.
+        fisher: "true" (targets sampled from the model when fitting the curvature) or
+            "empirical" (the examples' own tokens).
+        seed: seed for the sampled targets.
 
     Example:
         >>> scores = ekfac_scores(model, org.training_examples(400, seed=0), [org.poisoned(rng)])
@@ -101,19 +113,26 @@ def ekfac_scores(
         for p in layer.parameters():
             p.requires_grad_(True)
     try:
+        if fisher not in ("true", "empirical"):
+            raise ValueError(f"fisher must be 'true' or 'empirical', got {fisher!r}")
         train_g, cov_a, cov_g = _per_example(model, layers, train_examples, batch_size)
+        fit_g = train_g
+        if fisher == "true":
+            gen = torch.Generator().manual_seed(seed)
+            fit_g, cov_a, cov_g = _per_example(model, layers, train_examples, batch_size, gen)
         query_g, _, _ = _per_example(model, layers, queries, batch_size)
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(requires[n])
         model.train(was_training)
     scores = torch.zeros(len(queries), len(train_examples), dtype=torch.float64)
-    for g_tr, g_q, a, g in zip(train_g, query_g, cov_a, cov_g, strict=True):
+    for g_tr, g_fit, g_q, a, g in zip(train_g, fit_g, query_g, cov_a, cov_g, strict=True):
         q_a = torch.linalg.eigh(a).eigenvectors
         q_g = torch.linalg.eigh(g).eigenvectors
         rot_tr = q_g.T @ g_tr @ q_a  # [n, out, in] in the Kronecker eigenbasis
         rot_q = q_g.T @ g_q @ q_a
-        lam = rot_tr.pow(2).mean(0)  # EK-FAC: eigenvalues refitted to the per-example gradients
+        # EK-FAC: eigenvalues refitted to the per-example gradients the curvature is fitted with.
+        lam = (q_g.T @ g_fit @ q_a).pow(2).mean(0)
         lam = lam + damping * lam.mean()
         scores += torch.einsum("moi,noi->mn", rot_q / lam, rot_tr)
     return scores.float()

@@ -149,12 +149,18 @@ class _LinearBatch:
 
 
 def _linear_batches(
-    model: Transformer, modules: Sequence[nn.Module], examples: Sequence[Example], batch_size: int
+    model: Transformer,
+    modules: Sequence[nn.Module],
+    examples: Sequence[Example],
+    batch_size: int,
+    sample: torch.Generator | None = None,
 ) -> Iterator[_LinearBatch]:
     """Run padded batches of examples; capture each module's input and output gradient.
 
     The loss is the sum over the batch of each example's mean completion-token cross-entropy,
     so the output gradient of row b is example b's own (no example reaches another's loss).
+    With ``sample``, the targets are drawn from the model's own predictions (the true Fisher's
+    gradients, Martens & Grosse 2015) instead of the examples' tokens.
     """
     acts: dict[nn.Module, Tensor] = {}
     outs: dict[nn.Module, Tensor] = {}
@@ -173,7 +179,12 @@ def _linear_batches(
             attention = batch.attention_mask.to(model.device)
             logits = model(tokens, attention_mask=attention)
             m = batch.loss_mask[:, 1:].to(model.device).float()
-            nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none")
+            target = tokens[:, 1:]
+            if sample is not None:
+                with torch.no_grad():
+                    probs = logits[:, :-1].float().softmax(-1).reshape(-1, logits.shape[-1]).cpu()
+                    target = torch.multinomial(probs, 1, generator=sample).view_as(target).to(tokens.device)
+            nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), target, reduction="none")
             per_example = (nll * m).sum(1) / m.sum(1).clamp_min(1.0)
             grads = torch.autograd.grad(per_example.sum(), [outs[m_] for m_ in modules], allow_unused=True)
             out_grads = {
