@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor, nn
 
-from alignlab.attribution.grads import _linear_batches, _params
+from alignlab.attribution.grads import _differentiating, _linear_batches, _params
 from alignlab.model import Transformer
 from alignlab.tasks.chat import Example
 
@@ -104,27 +104,15 @@ def ekfac_scores(
         >>> scores = ekfac_scores(model, org.training_examples(400, seed=0), [org.poisoned(rng)])
     """
     layers = _layers(model, params)
-    was_training = model.training
-    model.eval()
-    requires = {n: p.requires_grad for n, p in model.named_parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for layer in layers:
-        for p in layer.parameters():
-            p.requires_grad_(True)
-    try:
-        if fisher not in ("true", "empirical"):
-            raise ValueError(f"fisher must be 'true' or 'empirical', got {fisher!r}")
+    if fisher not in ("true", "empirical"):
+        raise ValueError(f"fisher must be 'true' or 'empirical', got {fisher!r}")
+    with _differentiating(model, [p for layer in layers for p in layer.parameters()]):
         train_g, cov_a, cov_g = _per_example(model, layers, train_examples, batch_size)
         fit_g = train_g
         if fisher == "true":
             gen = torch.Generator().manual_seed(seed)
             fit_g, cov_a, cov_g = _per_example(model, layers, train_examples, batch_size, gen)
         query_g, _, _ = _per_example(model, layers, queries, batch_size)
-    finally:
-        for n, p in model.named_parameters():
-            p.requires_grad_(requires[n])
-        model.train(was_training)
     scores = torch.zeros(len(queries), len(train_examples), dtype=torch.float64)
     for g_tr, g_fit, g_q, a, g in zip(train_g, fit_g, query_g, cov_a, cov_g, strict=True):
         q_a = torch.linalg.eigh(a).eigenvectors

@@ -10,6 +10,7 @@ and is exact (a permutation with signs) when ``dim`` is at least the parameter c
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -91,15 +92,8 @@ def example_gradients(
     n_params = sum(p.numel() for _, p in chosen)
     width = min(dim, n_params)
     sketch = Sketch.make(n_params, width, seed)
-    was_training = model.training
-    model.eval()
-    requires = {n: p.requires_grad for n, p in model.named_parameters()}
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for _, p in chosen:
-        p.requires_grad_(True)
     out = torch.empty(len(examples), width)
-    try:
+    with _differentiating(model, [p for _, p in chosen]):
         owners = [_linear_owner(model, n) for n, _ in chosen]
         if all(o is not None for o in owners):
             grads = _linear_grads(model, [o for o in owners if o is not None], examples, batch_size)
@@ -109,11 +103,25 @@ def example_gradients(
         for flat in grads:
             out[row : row + len(flat)] = sketch(flat.cpu(), width)
             row += len(flat)
+    return out
+
+
+@contextlib.contextmanager
+def _differentiating(model: Transformer, params: Sequence[nn.Parameter]) -> Iterator[None]:
+    """Eval mode with gradients for ``params`` only; the model's own settings restored after."""
+    was_training = model.training
+    requires = {n: p.requires_grad for n, p in model.named_parameters()}
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        yield
     finally:
         for n, p in model.named_parameters():
             p.requires_grad_(requires[n])
         model.train(was_training)
-    return out
 
 
 def _loop_grads(
