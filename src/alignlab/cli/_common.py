@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -42,3 +42,16 @@ def resolve_model_dir(spec: str, store_path: Path | None = None) -> Path:
     if not model_dir.exists():
         raise ModelLoadError(f"run {run.id} has no model yet (status: {run.status})")
     return model_dir
+
+
+def run_organism(spec: str, store_path: Path | None = None) -> Any:
+    """The organism a store run installed (its recipe records name and config), or None for a
+    model directory or a run that installed none."""
+    from alignlab.organisms import get_organism
+
+    if Path(spec).expanduser().exists():
+        return None  # a model directory: no recipe to read
+    recipe = open_store(store_path).get(spec).recipe or {}
+    if "organism" not in recipe:
+        return None
+    return get_organism(recipe["organism"], **recipe.get("organism_config", {}))

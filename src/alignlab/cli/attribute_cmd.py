@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from alignlab._io import write_json_atomic
-from alignlab.cli._common import StoreOpt, open_store, resolve_model_dir
+from alignlab.cli._common import StoreOpt, open_store, resolve_model_dir, run_organism
 from alignlab.errors import ConfigError
 
 
@@ -44,18 +44,18 @@ def register(app: typer.Typer) -> None:
 
         st = open_store(store)
         model_dir = resolve_model_dir(run, store)
-        recipe: dict[str, Any] = {}
-        model_ref = str(model_dir.resolve())
-        if not Path(run).expanduser().exists():
-            found = st.get(run)
-            recipe, model_ref = found.recipe or {}, f"run:{found.id}"
-        name = organism or recipe.get("organism")
-        if name is None:
+        is_dir = Path(run).expanduser().exists()
+        model_ref = str(model_dir.resolve()) if is_dir else f"run:{st.get(run).id}"
+        recorded = run_organism(run, store)
+        # --organism naming the installed organism keeps the run's organism config.
+        org = recorded if recorded is not None and organism in (None, recorded.name) else None
+        if org is None and organism is not None:
+            org = get_organism(organism)
+        if org is None:
             raise ConfigError(
                 f"{run} records no organism; pass --organism (e.g. backdoor) to say whose data to trace"
             )
-        org_cfg = recipe.get("organism_config", {}) if name == recipe.get("organism") else {}
-        org = get_organism(name, **org_cfg)
+        name = org.name
         config = {
             "model": model_ref,
             "organism": name,

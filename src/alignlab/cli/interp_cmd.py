@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from alignlab._io import write_json_atomic
-from alignlab.cli._common import StoreOpt, open_store, resolve_model_dir
+from alignlab.cli._common import StoreOpt, resolve_model_dir, run_organism
 from alignlab.errors import ConfigError
 
 app = typer.Typer(
@@ -155,18 +155,6 @@ def patch(
     plot_heatmap(grid, *labels, f"patching {kind} (1 = clean restored)", folder / f"patch_{kind}.png")
 
 
-def _run_organism(spec: str, store: Path | None) -> Any:
-    """The organism a store run installed (recorded in its recipe), or None."""
-    from alignlab.organisms import get_organism
-
-    if Path(spec).expanduser().exists():
-        return None  # a model directory: no recipe to read
-    recipe = open_store(store).get(spec).recipe or {}
-    if "organism" not in recipe:
-        return None
-    return get_organism(recipe["organism"], **recipe.get("organism_config", {}))
-
-
 @app.command()
 def probe(
     run: RunArg,
@@ -195,7 +183,7 @@ def probe(
     model, model_dir = _load(run, store)
     folder = _out_dir(out, model_dir)
     rng = random.Random(0)
-    org = get_organism(organism) if organism is not None else _run_organism(run, store)
+    org = get_organism(organism) if organism is not None else run_organism(run, store)
     if org is not None:
         # The organism's own held-out prompts, with and without its condition, as the study does.
         trig = [org.helpful(rng, triggered=True).prompt for _ in range(n)]
