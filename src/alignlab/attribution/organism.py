@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
-from torch import Tensor
 
 from alignlab.attribution.ekfac import ekfac_scores
 from alignlab.attribution.grads import example_gradients
@@ -28,7 +27,6 @@ from alignlab.interp.probes import auroc_ci
 from alignlab.model import Transformer
 from alignlab.organisms.base import Organism
 from alignlab.stats import Estimate
-from alignlab.tasks.chat import Example
 
 
 @dataclass(frozen=True)
@@ -105,17 +103,25 @@ def attribute_organism(
     if unknown:
         raise ValueError(f"unknown attribution methods {unknown}; choose from {(*METHODS, 'ekfac')}")
 
-    def per_example(method: str, net: Transformer, g_tr: Tensor, g_q: Tensor, q: list[Example]) -> np.ndarray:
+    def scores_of(method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-example scores for the queries, the controls and the untrained baseline."""
         if method == "ekfac":
-            return ekfac_scores(net, train, q).mean(0).numpy()
-        return attribute(g_tr, g_q, cast(Method, method)).per_example().numpy()
+            # One curvature fit serves queries and controls: same model, same training set.
+            both = ekfac_scores(model, train, [*queries, *controls])
+            base_ek = ekfac_scores(untrained, train, queries)
+            n_q = len(queries)
+            return both[:n_q].mean(0).numpy(), both[n_q:].mean(0).numpy(), base_ek.mean(0).numpy()
+        m = cast(Method, method)
+        return (
+            attribute(g_train, g_query, m).per_example().numpy(),
+            attribute(g_train, g_control, m).per_example().numpy(),
+            attribute(b_train, b_query, m).per_example().numpy(),
+        )
 
     for method in methods:
-        score = per_example(method, model, g_train, g_query, queries)
-        control = per_example(method, model, g_train, g_control, controls)
+        score, control, base = scores_of(method)
         aucs[method] = auroc_ci(score, planted, seed=seed)
         controls_auc[method] = auroc_ci(control, planted, seed=seed)
-        base = per_example(method, untrained, b_train, b_query, queries)
         baseline[method] = auroc_ci(base, planted, seed=seed)
         order = np.argsort(-score)
         precision[method] = float(planted[order[:n_pos]].mean()) if n_pos else float("nan")
