@@ -120,9 +120,10 @@ class Rotary(nn.Module):
         """Rotate head-major ``x`` in place; the same values as `forward`, bit for bit.
 
         Only the rotated dims are touched (Pythia rotates a quarter of each head; the whole-head
-        formula of `forward` made five passes over q and k). They are gathered into one
-        contiguous block first so the multiplies run over long rows rather than 2-4 floats at a
-        time. Slicing and in-place writes are fine because there is no backward here.
+        formula of `forward` made five passes over q and k). They are gathered dims-major, as
+        ``[..., dim, p]``, so the multiplies run along positions: with ``[..., p, dim]`` every
+        inner loop was 2-4 floats long and this op took twice as long (3.3 vs 1.6 ms per al-1m
+        layer at B=32, T=128). Slicing and in-place writes are fine: there is no backward here.
         """
         if self.dim == 0:
             return
@@ -133,9 +134,11 @@ class Rotary(nn.Module):
         else:
             cos_t, sin_t = self._tables(int(positions.max()) + 1, x.device)
             cos, sin = cos_t[positions][:, None, :, :dim], sin_t[positions][:, None, :, :dim]
+        cos_t, sin_t = (c.to(x.dtype).transpose(-1, -2).contiguous() for c in (cos, sin))
         rot = x[..., :dim]
-        t = rot.contiguous()
-        rot.copy_(t * cos.to(x.dtype) + torch.cat((t[..., half:], t[..., :half]), dim=-1) * sin.to(x.dtype))
+        t = rot.transpose(-1, -2).contiguous()
+        swapped = torch.cat((t[..., half:, :], t[..., :half, :]), dim=-2)
+        rot.copy_((t * cos_t + swapped * sin_t).transpose(-1, -2))
 
 
 class Attention(nn.Module):
