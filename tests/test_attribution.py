@@ -12,6 +12,7 @@ import torch
 
 import alignlab
 from alignlab.attribution import (
+    METHODS,
     Sketch,
     attribute,
     attribute_organism,
@@ -87,6 +88,9 @@ def test_methods_and_shapes_are_checked() -> None:
         influence_scores(g, g, "tracin")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="same sketch"):
         influence_scores(g, torch.randn(2, 5))
+    cfg = install_config(get_organism("backdoor"), "al-10k", steps=1, seed=0)
+    with pytest.raises(ValueError, match="unknown attribution methods"):
+        linear_datamodeling_score([], [], cfg, methods=("tracin",))  # type: ignore[arg-type]
     att = attribute(g, g[:2], "dot")
     assert att.scores.shape == (2, 6) and len(att.top(3)) == 3
     assert att.top(1)[0][1] == pytest.approx(float(att.per_example().max()))
@@ -159,11 +163,12 @@ def test_lds_machinery_on_a_small_budget() -> None:
         queries,
         install_config(org, "al-10k", steps=20, seed=0),
         n_subsets=4,
+        methods=(*METHODS, "ekfac"),
         extra_predictors={"oracle": planted},
         dim=512,
         n_boot=50,
     )
-    assert set(res.lds) == {"dot", "cosine", "influence", "oracle"}
+    assert set(res.lds) == {"dot", "cosine", "influence", "ekfac", "oracle"}
     for est in res.lds.values():
         assert -1.0 <= est.lo <= est.value <= est.hi <= 1.0
     assert all(len(v) == len(queries) for v in res.per_query.values())
