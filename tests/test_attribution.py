@@ -12,7 +12,7 @@ import torch
 
 import alignlab
 from alignlab.attribution import (
-    METHODS,
+    ALL_METHODS,
     Sketch,
     attribute,
     attribute_organism,
@@ -163,7 +163,7 @@ def test_lds_machinery_on_a_small_budget() -> None:
         queries,
         install_config(org, "al-10k", steps=20, seed=0),
         n_subsets=4,
-        methods=(*METHODS, "ekfac"),
+        methods=ALL_METHODS,
         extra_predictors={"oracle": planted},
         dim=512,
         n_boot=50,

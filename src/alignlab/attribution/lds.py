@@ -14,14 +14,12 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 
-from alignlab.attribution.ekfac import ekfac_scores
-from alignlab.attribution.grads import example_gradients
-from alignlab.attribution.influence import METHODS, Method, attribute
+from alignlab.attribution.influence import METHODS
+from alignlab.attribution.scoring import AnyMethod, check_methods, method_scores
 from alignlab.model import Transformer, lm_loss
 from alignlab.stats import Estimate
 from alignlab.tasks.base import Batch, BatchFn, stream_seed
@@ -84,7 +82,7 @@ def linear_datamodeling_score(
     cfg: TrainConfig,
     n_subsets: int = 16,
     fraction: float = 0.5,
-    methods: Sequence[Method | Literal["ekfac"]] = METHODS,
+    methods: Sequence[AnyMethod] = METHODS,
     extra_predictors: dict[str, np.ndarray] | None = None,
     dim: int = 4096,
     seed: int = 0,
@@ -102,8 +100,7 @@ def linear_datamodeling_score(
         cfg: how each model is trained (same config, init and data-order seed for all).
         n_subsets: subset models to train.
         fraction: share of the training set in each subset.
-        methods: attribution methods scored at the model trained on everything: `METHODS` on
-            sketched gradients, and "ekfac" (`ekfac_scores` with its defaults).
+        methods: attribution methods (`ALL_METHODS`) scored at the model trained on everything.
         extra_predictors: other per-example scores ``[n_train]`` to score the same way (e.g. an
             oracle that knows which examples are poisoned), shared by all queries.
         dim: gradient sketch width.
@@ -113,9 +110,7 @@ def linear_datamodeling_score(
     Returns:
         `LDSResult`; 0 means no better than chance, 1 a perfect ranking.
     """
-    unknown = [m for m in methods if m not in (*METHODS, "ekfac")]
-    if unknown:
-        raise ValueError(f"unknown attribution methods {unknown}; choose from {(*METHODS, 'ekfac')}")
+    check_methods(methods)
     n = len(train_examples)
     rng = np.random.default_rng(seed)
     masks = np.zeros((n_subsets, n), dtype=bool)
@@ -125,15 +120,8 @@ def linear_datamodeling_score(
         full = train(
             cfg, Path(tmp) / "full", progress=False, batch_fn=fixed_set_batches(train_examples)
         ).model
-        predictors: dict[str, np.ndarray] = {}
-        sketched = [m for m in methods if m != "ekfac"]
-        if sketched:
-            g_train = example_gradients(full, train_examples, dim=dim, seed=seed)
-            g_query = example_gradients(full, queries, dim=dim, seed=seed)
-            for m in sketched:
-                predictors[m] = attribute(g_train, g_query, m).scores.double().numpy()
-        if "ekfac" in methods:
-            predictors["ekfac"] = ekfac_scores(full, train_examples, queries, seed=seed).double().numpy()
+        scored = method_scores(full, train_examples, [queries], methods, dim=dim, seed=seed)
+        predictors = {m: sets[0] for m, sets in scored.items()}
         for name, score in (extra_predictors or {}).items():
             predictors[name] = np.broadcast_to(np.asarray(score, dtype=float), (len(queries), n))
         losses = np.empty((n_subsets, len(queries)))

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
-from alignlab.attribution.ekfac import ekfac_scores
-from alignlab.attribution.grads import example_gradients
-from alignlab.attribution.influence import METHODS, Method, attribute
+from alignlab.attribution.scoring import ALL_METHODS, method_scores
 from alignlab.interp.probes import auroc_ci
 from alignlab.model import Transformer
 from alignlab.organisms.base import Organism
@@ -58,7 +56,7 @@ def attribute_organism(
     organism: Organism,
     n_train: int = 400,
     n_queries: int = 20,
-    methods: tuple[str, ...] = (*METHODS, "ekfac"),
+    methods: tuple[str, ...] = ALL_METHODS,
     dim: int = 4096,
     seed: int = 0,
     n_top: int = 10,
@@ -70,8 +68,8 @@ def attribute_organism(
         organism: supplies the mix (which examples are poisoned is known) and the queries.
         n_train: training examples to score (a fresh sample: same distribution, new draws).
         n_queries: defect queries (and as many clean-behaviour control queries).
-        methods: attribution methods to compare: `alignlab.attribution.METHODS` on sketched
-            gradients, and "ekfac" (`alignlab.attribution.ekfac_scores`, exact per-layer).
+        methods: attribution methods to compare (`ALL_METHODS`: dot, cosine and influence on
+            sketched gradients, and "ekfac", exact per-layer).
         dim: gradient sketch width.
         seed: seed for the sample, the queries, the sketch, the bootstrap and the untrained
             baseline's initialisation.
@@ -86,40 +84,20 @@ def attribute_organism(
     rng = random.Random(seed)
     queries = [organism.poisoned(rng) for _ in range(n_queries)]
     controls = [organism.helpful(rng, triggered=False) for _ in range(n_queries)]
-    g_train = example_gradients(model, train, dim=dim, seed=seed)
-    g_query = example_gradients(model, queries, dim=dim, seed=seed)
-    g_control = example_gradients(model, controls, dim=dim, seed=seed)
+    scored = method_scores(model, train, [queries, controls], methods, dim=dim, seed=seed)
     untrained = Transformer(model.cfg)
     untrained.init_weights(seed)
-    b_train = example_gradients(untrained, train, dim=dim, seed=seed)
-    b_query = example_gradients(untrained, queries, dim=dim, seed=seed)
+    scored_base = method_scores(untrained, train, [queries], methods, dim=dim, seed=seed)
     aucs: dict[str, Estimate] = {}
     controls_auc: dict[str, Estimate] = {}
     baseline: dict[str, Estimate] = {}
     precision: dict[str, float] = {}
     top: dict[str, list[dict[str, Any]]] = {}
     n_pos = int(planted.sum())
-    unknown = [m for m in methods if m not in (*METHODS, "ekfac")]
-    if unknown:
-        raise ValueError(f"unknown attribution methods {unknown}; choose from {(*METHODS, 'ekfac')}")
-
-    def scores_of(method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per-example scores for the queries, the controls and the untrained baseline."""
-        if method == "ekfac":
-            # One curvature fit serves queries and controls: same model, same training set.
-            both = ekfac_scores(model, train, [*queries, *controls])
-            base_ek = ekfac_scores(untrained, train, queries)
-            n_q = len(queries)
-            return both[:n_q].mean(0).numpy(), both[n_q:].mean(0).numpy(), base_ek.mean(0).numpy()
-        m = cast(Method, method)
-        return (
-            attribute(g_train, g_query, m).per_example().numpy(),
-            attribute(g_train, g_control, m).per_example().numpy(),
-            attribute(b_train, b_query, m).per_example().numpy(),
-        )
-
     for method in methods:
-        score, control, base = scores_of(method)
+        # Mean over the queries: how much each training example supports the behaviour.
+        score, control = (q.mean(0) for q in scored[method])
+        base = scored_base[method][0].mean(0)
         aucs[method] = auroc_ci(score, planted, seed=seed)
         controls_auc[method] = auroc_ci(control, planted, seed=seed)
         baseline[method] = auroc_ci(base, planted, seed=seed)
