@@ -19,7 +19,7 @@ Timing: one thread by default, rounds interleaved ABBA (A B B A ...) so that bac
 both sides, median round reported (wall clock) plus tokens per CPU-second. Floors: (a) >= 1.5x at the
 sizes the study presets use and >= 1x at any other, (b) >= 1x at equal or better FVU.
 
-Usage (TransformerLens 3.x and SAELens 6.x need their own venv; they pin older transformers):
+Usage (TransformerLens 3.x and SAELens 6.x: ``pip install -e '.[peers]'`` beside alignlab):
     python benchmarks/interp_throughput.py --sizes al-30k,al-100k,al-300k --batch 32 --seq 128
     python benchmarks/interp_throughput.py --rounds 6 --threads 1 --json out.json
 """
@@ -68,11 +68,8 @@ def _peers() -> dict[str, Any]:
         from transformers import AutoModelForCausalLM
     except ImportError as e:
         sys.exit(
-            f"interp_throughput needs TransformerLens 3.x and SAELens 6.x ({e}). They pin an older "
-            "transformers, so use a separate venv:\n"
-            "  python3 -m venv /tmp/peer-venv && /tmp/peer-venv/bin/pip install torch "
-            "'transformer-lens>=3.9,<4' sae-lens && /tmp/peer-venv/bin/pip install --no-deps -e .\n"
-            "and run this script with /tmp/peer-venv/bin/python."
+            f"interp_throughput needs TransformerLens 3.x and SAELens 6.x ({e}); install the "
+            "'peers' extra into alignlab's venv:  .venv/bin/pip install -e '.[peers]'"
         )
     return {
         "tl": transformer_lens,
