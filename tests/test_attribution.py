@@ -180,12 +180,14 @@ def test_lds_oracle_beats_chance_and_gradient_methods_are_measured() -> None:
     """Counterfactual ground truth (Park et al. 2023): 24 models on random halves of 200
     installation examples (58 poisoned), 150 steps each, ~2 min. Measured LDS [95% CI]: oracle
     (poisoned count) 0.90 [0.72, 0.95]; cosine 0.52 [0.24, 0.73]; influence 0.29 [0.06, 0.49];
-    dot -0.05 [-0.38, 0.32]; random scores on the same subsets: 0.05, 95% of draws in
-    [-0.38, 0.49]. Only the oracle is clearly above chance at this budget."""
+    EK-FAC 0.16 [-0.21, 0.47]; dot -0.05 [-0.38, 0.32]; random scores on the same subsets: 0.05,
+    95% of draws in [-0.38, 0.49]. Only the oracle is clearly above chance at this budget."""
     train, queries, planted = _lds_setup(200)
     org = get_organism("backdoor")
     cfg = install_config(org, "al-10k", steps=150, seed=0)
-    res = linear_datamodeling_score(train, queries, cfg, n_subsets=24, extra_predictors={"oracle": planted})
+    res = linear_datamodeling_score(
+        train, queries, cfg, n_subsets=24, methods=ALL_METHODS, extra_predictors={"oracle": planted}
+    )
     assert res.lds["oracle"].value >= 0.7 and res.lds["oracle"].lo > res.null.hi
     assert -0.2 <= res.null.value <= 0.2
 
