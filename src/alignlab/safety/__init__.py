@@ -20,7 +20,8 @@ from alignlab.safety.base import (
     register_intervention,
     rows_to_json,
 )
-from alignlab.safety.dpo import dpo_loss, sequence_logprobs
+from alignlab.safety.dpo import dpo_loss
+from alignlab.safety.logprobs import sequence_logprobs
 from alignlab.safety.rl import RewardModel, train_reward_model
 
 __all__ = [

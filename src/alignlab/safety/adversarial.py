@@ -24,6 +24,7 @@ from alignlab.organisms.base import Organism, flags_estimate
 from alignlab.organisms.generation import complete
 from alignlab.safety._loop import finetune_doses
 from alignlab.safety.base import Budget, Dose, difference, register_intervention
+from alignlab.safety.logprobs import sequence_logprobs
 from alignlab.tasks import Batch, Example, collate, stream_seed
 
 
@@ -42,12 +43,8 @@ def defect_logprob(
     defect = organism.poisoned(random.Random(0)).completion
     rng = random.Random(stream_seed("redteam-fit", seed))
     exs = [Example(organism.insert_condition(p.prompt, rng, c), defect) for c in conditions for p in prompts]
-    batch = collate(exs, organism.seq_len + 16)
     model.eval()
-    logits = model(batch.tokens, attention_mask=batch.attention_mask)
-    lp = torch.log_softmax(logits[:, :-1].float(), -1).gather(-1, batch.tokens[:, 1:, None]).squeeze(-1)
-    m = batch.loss_mask[:, 1:].float() if batch.loss_mask is not None else torch.ones_like(lp)
-    per_ex = (lp * m).sum(-1) / m.sum(-1)
+    per_ex = sequence_logprobs(model, exs, organism.seq_len + 16, reduce="mean")
     return per_ex.view(len(conditions), len(prompts)).mean(-1).tolist()
 
 

@@ -10,8 +10,7 @@ preference training that never sees the trigger remove the backdoor?
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from typing import cast
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -22,22 +21,13 @@ from alignlab.model.transformer import Transformer
 from alignlab.organisms.base import Organism
 from alignlab.safety._loop import WARMUP, make_adamw
 from alignlab.safety.base import Budget, Dose, register_intervention
+from alignlab.safety.logprobs import sequence_logprobs
 from alignlab.safety.rl import preference_pairs
 from alignlab.stats import bootstrap
-from alignlab.tasks import Example, collate, stream_seed
+from alignlab.tasks import stream_seed
 
 # Rafailov et al. use 0.1 (and 0.5 for some tasks); TRL's default is also 0.1.
 BETA = 0.1
-
-
-def sequence_logprobs(model: Transformer, examples: Sequence[Example], seq_len: int) -> Float[Tensor, " n"]:
-    """Summed log-probability of each example's completion tokens given its prompt."""
-    batch = collate(examples, seq_len)
-    logits = model(batch.tokens, attention_mask=batch.attention_mask)[:, :-1]
-    targets = batch.tokens[:, 1:]
-    lp = torch.log_softmax(logits.float(), -1).gather(-1, targets[..., None]).squeeze(-1)
-    mask = cast(Tensor, batch.loss_mask)  # collate always marks the completion tokens
-    return (lp * mask[:, 1:]).sum(-1)
 
 
 def dpo_loss(

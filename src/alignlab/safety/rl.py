@@ -25,6 +25,7 @@ from alignlab.organisms.base import Organism
 from alignlab.organisms.generation import encode_prompts
 from alignlab.safety._loop import make_adamw
 from alignlab.safety.base import Budget, Dose, register_intervention
+from alignlab.safety.logprobs import token_logprobs
 from alignlab.stats import bootstrap
 from alignlab.tasks import Example, collate, stream_seed
 
@@ -115,8 +116,7 @@ def _completion_logprobs(
 ) -> torch.Tensor:
     """Per-sequence summed log-probs of the tokens after the prompt, where ``mask`` is 1."""
     logits = model(seqs, attention_mask=mask)[:, n_prompt - 1 : -1]
-    lp = torch.log_softmax(logits.float(), -1).gather(-1, seqs[:, n_prompt:, None]).squeeze(-1)
-    return (lp * mask[:, n_prompt:]).sum(-1)
+    return (token_logprobs(logits, seqs[:, n_prompt:]) * mask[:, n_prompt:]).sum(-1)
 
 
 def _sample(
