@@ -39,6 +39,7 @@ import torch
 
 import alignlab
 from alignlab.attribution import attribute, ekfac_scores, example_gradients
+from alignlab.attribution.ekfac import HEURISTIC_DAMPING
 from alignlab.interp.probes import auroc
 from alignlab.organisms import get_organism, install_config, install_run
 from alignlab.store import Store
@@ -190,11 +191,21 @@ def main() -> int:
         # (c) EK-FAC on both sides, empirical Fisher (real labels) on both.
         weights = [f"{n}.weight" for n in linear]
         t0 = time.perf_counter()
-        al_ek = ekfac_scores(model, train_ex, queries, params=weights, fisher="empirical").double().numpy()
+        al_ek = (
+            ekfac_scores(
+                model, train_ex, queries, params=weights, damping=HEURISTIC_DAMPING, fisher="empirical"
+            )
+            .double()
+            .numpy()
+        )
         al_ek_s = time.perf_counter() - t0
         # (d) EK-FAC with the true Fisher (sampled labels) on both: kronfluence's default, run in (b).
         t0 = time.perf_counter()
-        al_ekt = ekfac_scores(model, train_ex, queries, params=weights, fisher="true").double().numpy()
+        al_ekt = (
+            ekfac_scores(model, train_ex, queries, params=weights, damping=HEURISTIC_DAMPING, fisher="true")
+            .double()
+            .numpy()
+        )
         al_ekt_s = time.perf_counter() - t0
         kf_eke, kf_eke_s = _kronfluence_scores(
             alignlab.load(run.dir / "model"),

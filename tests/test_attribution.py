@@ -180,8 +180,9 @@ def test_lds_oracle_beats_chance_and_gradient_methods_are_measured() -> None:
     """Counterfactual ground truth (Park et al. 2023): 24 models on random halves of 200
     installation examples (58 poisoned), 150 steps each, ~2 min. Measured LDS [95% CI]: oracle
     (poisoned count) 0.90 [0.72, 0.95]; cosine 0.52 [0.24, 0.73]; influence 0.29 [0.06, 0.49];
-    EK-FAC 0.16 [-0.21, 0.47]; dot -0.05 [-0.38, 0.32]; random scores on the same subsets: 0.05,
-    95% of draws in [-0.38, 0.49]. Only the oracle is clearly above chance at this budget."""
+    EK-FAC 0.57 [0.25, 0.78] (at its default, nearly undamped; 0.16 at kronfluence's 0.1 x mean
+    heuristic); dot -0.05 [-0.38, 0.32]; random scores on the same subsets: 0.05, 95% of draws
+    in [-0.38, 0.49]. The oracle is clearly above chance; EK-FAC is just above the null's 95%."""
     train, queries, planted = _lds_setup(200)
     org = get_organism("backdoor")
     cfg = install_config(org, "al-10k", steps=150, seed=0)
@@ -189,6 +190,7 @@ def test_lds_oracle_beats_chance_and_gradient_methods_are_measured() -> None:
         train, queries, cfg, n_subsets=24, methods=ALL_METHODS, extra_predictors={"oracle": planted}
     )
     assert res.lds["oracle"].value >= 0.7 and res.lds["oracle"].lo > res.null.hi
+    assert res.lds["ekfac"].value > res.null.hi
     assert -0.2 <= res.null.value <= 0.2
 
 
@@ -277,9 +279,11 @@ def test_ekfac_reduces_to_gradient_dot_products_under_heavy_damping(
 
 
 def test_ekfac_finds_the_planted_poison(installed: alignlab.Transformer) -> None:
-    """Measured on this model (true Fisher, default damping): AUROC 0.92; kronfluence's EK-FAC
-    with the same settings gives 0.90, and with the empirical Fisher the two agree to 2.8e-6
-    (benchmarks/attribution_kronfluence.py)."""
+    """Measured on this model with the true Fisher: AUROC 0.997 at the default damping (1e-6 x
+    the mean eigenvalue), 0.92 at kronfluence's 0.1 heuristic. With that heuristic, kronfluence's
+    EK-FAC gives 0.90, and with the empirical Fisher the two agree to 2.8e-6
+    (benchmarks/attribution_kronfluence.py). An untrained model scores 1.0 too, so this checks
+    the machinery, not what training did."""
     from alignlab.attribution import ekfac_scores
     from alignlab.interp.probes import auroc
 

@@ -4,8 +4,13 @@ The Gauss-Newton/Fisher curvature of each Linear layer is approximated by a Kron
 ``A ⊗ G`` of the input covariance ``A = E[a aᵀ]`` and the output-gradient covariance
 ``G = E[g gᵀ]`` over tokens. EK-FAC keeps their eigenvectors but refits the eigenvalues: in the
 rotated basis ``Q_Gᵀ ∇W Q_A`` the curvature is the mean of the squared per-example gradients.
-A query gradient is preconditioned by dividing by those eigenvalues plus a damping of 0.1 × their
-mean (kronfluence's heuristic), then dotted with each training gradient. The curvature is fitted
+A query gradient is preconditioned by dividing by those eigenvalues plus a damping, a multiple of
+their mean, then dotted with each training gradient. The default multiple is 1e-6, which is nearly
+undamped, as kronfluence's default (an absolute 1e-8) is. Its 0.1 × mean heuristic
+(`HEURISTIC_DAMPING`) predicted retraining worse here. Linear datamodeling score, 48 al-10k
+subset models of the backdoor mix: 0.50 [0.26, 0.68] at 1e-6, 0.32 at 1e-3, 0.24 at 1e-2, 0.12 at
+0.1 and 0.06 at 1. Only 1e-6 clears the random-score null, whose upper end is 0.32
+(tests/test_attribution.py). The curvature is fitted
 with the *true* Fisher by default (targets sampled from the model, as Grosse et al. and
 kronfluence do); ``fisher="empirical"`` uses the examples' own tokens. Scores always use the real
 labels.
@@ -28,7 +33,8 @@ from alignlab.attribution.grads import _differentiating, _linear_batches, _param
 from alignlab.model import Transformer
 from alignlab.tasks.chat import Example
 
-HEURISTIC_DAMPING = 0.1
+HEURISTIC_DAMPING = 0.1  # kronfluence's damping_factor=None: 0.1 x the mean eigenvalue
+DEFAULT_DAMPING = 1e-6
 
 
 def _layers(model: Transformer, params: Sequence[str] | None) -> list[nn.Linear]:
@@ -78,7 +84,7 @@ def ekfac_scores(
     train_examples: Sequence[Example],
     queries: Sequence[Example],
     params: Sequence[str] | None = None,
-    damping: float = HEURISTIC_DAMPING,
+    damping: float = DEFAULT_DAMPING,
     batch_size: int = 32,
     fisher: Literal["true", "empirical"] = "true",
     seed: int = 0,

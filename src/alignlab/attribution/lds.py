@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from alignlab.attribution.ekfac import DEFAULT_DAMPING
 from alignlab.attribution.influence import METHODS
 from alignlab.attribution.scoring import AnyMethod, check_methods, method_scores
 from alignlab.model import Transformer, lm_loss
@@ -87,6 +88,7 @@ def linear_datamodeling_score(
     dim: int = 4096,
     seed: int = 0,
     n_boot: int = 1000,
+    ekfac_damping: float = DEFAULT_DAMPING,
 ) -> LDSResult:
     """Train on all of ``train_examples`` and on ``n_subsets`` random subsets; score the methods.
 
@@ -106,6 +108,7 @@ def linear_datamodeling_score(
         dim: gradient sketch width.
         seed: seed for the subsets, the sketch and the bootstrap.
         n_boot: bootstrap resamples of the subsets for the interval.
+        ekfac_damping: EK-FAC's damping, a multiple of the mean eigenvalue (for "ekfac").
 
     Returns:
         `LDSResult`; 0 means no better than chance, 1 a perfect ranking.
@@ -120,7 +123,9 @@ def linear_datamodeling_score(
         full = train(
             cfg, Path(tmp) / "full", progress=False, batch_fn=fixed_set_batches(train_examples)
         ).model
-        scored = method_scores(full, train_examples, [queries], methods, dim=dim, seed=seed)
+        scored = method_scores(
+            full, train_examples, [queries], methods, dim=dim, seed=seed, ekfac_damping=ekfac_damping
+        )
         predictors = {m: sets[0] for m, sets in scored.items()}
         for name, score in (extra_predictors or {}).items():
             predictors[name] = np.broadcast_to(np.asarray(score, dtype=float), (len(queries), n))

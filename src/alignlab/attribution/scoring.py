@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 
-from alignlab.attribution.ekfac import ekfac_scores
+from alignlab.attribution.ekfac import DEFAULT_DAMPING, ekfac_scores
 from alignlab.attribution.grads import example_gradients
 from alignlab.attribution.influence import METHODS, attribute
 from alignlab.model import Transformer
@@ -32,11 +32,13 @@ def method_scores(
     methods: Sequence[str],
     dim: int = 4096,
     seed: int = 0,
+    ekfac_damping: float = DEFAULT_DAMPING,
 ) -> dict[str, list[np.ndarray]]:
     """``scores[method][i]``: ``[len(query_sets[i]), len(train)]``, positive = supports the query.
 
     One set of training gradients serves every sketched method and query set, and one EK-FAC
     curvature fit serves every query set: the model and the training set are the same.
+    ``ekfac_damping`` is EK-FAC's damping as a multiple of the mean eigenvalue.
     """
     check_methods(methods)
     out: dict[str, list[np.ndarray]] = {}
@@ -47,7 +49,8 @@ def method_scores(
         for m in sketched:
             out[m] = [attribute(g_train, g, m).scores.double().numpy() for g in g_sets]
     if "ekfac" in methods:
-        joined = ekfac_scores(model, train, [q for qs in query_sets for q in qs], seed=seed)
+        queries = [q for qs in query_sets for q in qs]
+        joined = ekfac_scores(model, train, queries, damping=ekfac_damping, seed=seed)
         bounds = np.cumsum([len(qs) for qs in query_sets])[:-1]
         out["ekfac"] = np.split(joined.double().numpy(), bounds)
     return out
