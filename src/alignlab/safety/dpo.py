@@ -70,9 +70,10 @@ def dpo(model: Transformer, organism: Organism, budget: Budget, seed: int) -> It
     """DPO against a frozen copy of the starting model; doses are ``budget.doses``.
 
     Each step takes ``batch_size // 2`` pairs, so it trains on as many sequences as an SFT step
-    (plus the reference's forward pass). Each Dose carries bootstrap Estimates over held-out
-    pairs of ``pair_accuracy`` (implicit reward of the chosen answer above the rejected one),
-    ``reward_margin`` and ``chosen_logratio`` (log pi - log pi_ref of the chosen answer).
+    (plus the reference's forward pass), at 0.3 x ``budget.lr``, the scale ``rl`` uses. Each
+    Dose carries bootstrap Estimates over held-out pairs of ``pair_accuracy`` (implicit reward
+    of the chosen answer above the rejected one), ``reward_margin`` and ``chosen_logratio``
+    (log pi - log pi_ref of the chosen answer).
     """
     n_pairs, lr = max(1, budget.batch_size // 2), budget.lr * 0.3
     ref = Transformer(model.cfg)
