@@ -55,8 +55,8 @@ def _held_out(
 ) -> dict[str, list[float]]:
     """Implicit-reward accuracy and margin, and the drift from the reference, on held-out pairs."""
     good, bad = preference_pairs(organism, n, seed, -1)
-    pc, pr = (sequence_logprobs(policy, exs, organism.seq_len) for exs in (good, bad))
-    rc, rr = (sequence_logprobs(ref, exs, organism.seq_len) for exs in (good, bad))
+    pc, pr = sequence_logprobs(policy, good + bad, organism.seq_len).split(n)
+    rc, rr = sequence_logprobs(ref, good + bad, organism.seq_len).split(n)
     _, cr, rj = dpo_loss(pc, pr, rc, rr, beta)
     return {
         "pair_accuracy": (cr > rj).float().tolist(),
