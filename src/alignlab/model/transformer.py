@@ -12,9 +12,10 @@ from typing import Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from alignlab.model import _native
 from alignlab.model.config import ModelConfig
 from alignlab.model.hooks import HookedModule, HookPoint
 
@@ -163,7 +164,11 @@ class Attention(nn.Module):
         x: Float[Tensor, "b p d"],
         positions: Int[Tensor, "b p"] | None = None,
         mask: Tensor | None = None,
+        keep: Bool[Tensor, "b p"] | None = None,
     ) -> Float[Tensor, "b p d"]:
+        """``mask``: allowed (query, key) pairs, None for plain causal; ``keep``: set when ``mask``
+        is causal attention over the real tokens ``keep`` marks (as `Transformer.forward` builds
+        it), which lets the fused kernel take padded batches."""
         b, p, _ = x.shape
         hd, nq, nkv = self.d_head, self.n_heads, self.n_kv
         qkv = self.W_QKV(x)
@@ -186,16 +191,44 @@ class Attention(nn.Module):
             k = k.repeat_interleave(nq // nkv, dim=1)
             v = v.repeat_interleave(nq // nkv, dim=1)
         if self.hook_pattern.active or self.hook_attn_scores.active:
-            scores = self.hook_attn_scores(_masked_scores(q, k, mask))
-            pattern = self.hook_pattern(scores.softmax(dim=-1))
-            z = pattern @ v
+            if (mask is None or keep is not None) and _native.supports(q, k, v):
+                scores, pattern, z = _native.causal_attention(q, k, v, keep, 1.0 / math.sqrt(hd))
+                z = self._pattern_hooks_after_kernel(scores, pattern, z, v)
+            else:
+                scores = self.hook_attn_scores(_masked_scores(q, k, mask))
+                pattern = self.hook_pattern(scores.softmax(dim=-1))
+                z = (pattern @ v).transpose(1, 2)
         elif mask is None:
             # Fused kernel when nobody is looking at the pattern: same maths, far fewer launches.
-            z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            z = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
         else:
-            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        z = self.hook_z(z.transpose(1, 2))
+            z = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
+        z = self.hook_z(z)
         return self.W_O(z.reshape(b, p, nq * hd))
+
+    def _pattern_hooks_after_kernel(
+        self,
+        scores: Float[Tensor, "b h p p"],
+        pattern: Float[Tensor, "b h p p"],
+        z: Float[Tensor, "b p h dh"],
+        v: Float[Tensor, "b h p dh"],
+    ) -> Float[Tensor, "b p h dh"]:
+        """Run the score and pattern hooks on what the kernel computed, redoing what they edit.
+
+        The kernel produces pattern and z before the hooks see the scores, so a hook that returns
+        a new tensor or edits one in place (seen through its version counter) must have the later
+        values recomputed from its output, exactly as on the unfused path.
+        """
+        seen = scores._version
+        hooked = self.hook_attn_scores(scores)
+        stale = hooked is not scores or scores._version != seen
+        if stale:
+            pattern = hooked.softmax(dim=-1)
+        seen = pattern._version
+        hooked = self.hook_pattern(pattern)
+        if stale or hooked is not pattern or pattern._version != seen:
+            z = (hooked @ v).transpose(1, 2)
+        return z
 
 
 def _causal(p: int, device: torch.device) -> Tensor:
@@ -260,10 +293,14 @@ class Block(nn.Module):
         self.hook_resid_post = HookPoint()
 
     def forward(
-        self, x: Float[Tensor, "b p d"], positions: Tensor | None, mask: Tensor | None
+        self,
+        x: Float[Tensor, "b p d"],
+        positions: Tensor | None,
+        mask: Tensor | None,
+        keep: Tensor | None = None,
     ) -> Float[Tensor, "b p d"]:
         resid = self.hook_resid_pre(x)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(resid), positions, mask))
+        attn_out = self.hook_attn_out(self.attn(self.ln1(resid), positions, mask, keep))
         if self.cfg.attn_only:
             return self.hook_resid_post(resid + attn_out)
         if self.cfg.sequential:
@@ -370,7 +407,7 @@ class Transformer(HookedModule):
         p = tokens.shape[1]
         if p > self.cfg.n_ctx:
             raise ValueError(f"sequence length {p} exceeds the model's n_ctx ({self.cfg.n_ctx})")
-        positions = mask = None
+        positions = mask = am = None
         if attention_mask is not None:
             am = attention_mask.bool()
             positions = (am.long().cumsum(-1) - 1).clamp(min=0)
@@ -379,7 +416,7 @@ class Transformer(HookedModule):
             mask = mask | torch.eye(p, dtype=torch.bool, device=tokens.device)[None, None]
         x = self.hook_embed(self.embed(tokens))
         for block in self.blocks:
-            x = block(x, positions, mask)
+            x = block(x, positions, mask, am)
         logits = self.unembed(self.ln_final(x))
         if return_type == "logits":
             return logits

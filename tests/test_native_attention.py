@@ -1,0 +1,164 @@
+"""The fused causal-attention kernel that run_with_cache uses on CPU, against the PyTorch ops.
+
+The kernel computes scores, pattern and z in one pass over the causal triangle; these tests pin
+it to the unfused path (`_native.disabled()`) on raw tensors, on whole models, with padding, and
+with hooks that edit what the kernel already computed.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import shutil
+
+import pytest
+import torch
+
+from alignlab.model import HookPoint, _native, native_status
+from alignlab.model.transformer import _masked_scores
+
+from conftest import TINY_CFGS, make_model, max_abs_diff, random_tokens
+
+NATIVE = native_status().startswith("on")
+needs_native = pytest.mark.skipif(not NATIVE, reason=f"fused attention kernel: {native_status()}")
+
+
+def test_kernel_builds_where_it_should() -> None:
+    """On x86-64 with AVX2 and a C++ compiler (CI's machine) the kernel must be in use: a build
+    error would otherwise only show up as a slower benchmark."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the kernel is x86-64 only")
+    if torch.backends.cpu.get_cpu_capability() not in ("AVX2", "AVX512"):
+        pytest.skip("no AVX2")
+    if not (shutil.which("c++") or shutil.which("g++")):
+        pytest.skip("no C++ compiler")
+    assert native_status().startswith("on"), native_status()
+
+
+def _reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, keep: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    p = q.shape[2]
+    mask = None
+    if keep is not None:
+        mask = torch.ones(p, p, dtype=torch.bool).tril()[None, None] & keep[:, None, None, :]
+        mask = mask | torch.eye(p, dtype=torch.bool)[None, None]
+    scores = _masked_scores(q, k, mask)
+    pattern = scores.softmax(-1)
+    return scores, pattern, (pattern @ v).transpose(1, 2)
+
+
+@needs_native
+@pytest.mark.parametrize(
+    ("b", "h", "p", "dh"),
+    [(2, 2, 1, 8), (3, 2, 13, 8), (2, 4, 32, 12), (4, 8, 64, 16), (2, 4, 40, 20), (2, 2, 33, 64)],
+)
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_kernel_matches_pytorch_ops(b: int, h: int, p: int, dh: int, padded: bool, threads: int) -> None:
+    gen = torch.Generator().manual_seed(b * 1000 + p * 10 + dh)
+    q, k, v = (torch.randn(b, h, p, dh, generator=gen) * 2 for _ in range(3))
+    keep = None
+    if padded:
+        keep = torch.ones(b, p, dtype=torch.bool)
+        keep[0, : p // 3] = False  # left padding
+        keep[-1, p - p // 4 :] = False  # right padding
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        scores, pattern, z = _native.causal_attention(q, k, v, keep, 1.0 / math.sqrt(dh))
+    finally:
+        torch.set_num_threads(old)
+    ref_scores, ref_pattern, ref_z = _reference(q, k, v, keep)
+    assert torch.equal(scores.isneginf(), ref_scores.isneginf())  # same keys masked
+    assert torch.equal(pattern == 0, ref_pattern == 0)  # exactly 0 where masked
+    finite = ref_scores.isfinite()
+    assert max_abs_diff(scores[finite], ref_scores[finite]) < 1e-5
+    assert max_abs_diff(pattern, ref_pattern) < 1e-6
+    assert max_abs_diff(z, ref_z) < 1e-5
+    assert torch.allclose(pattern.sum(-1), torch.ones(b, h, p))
+
+
+@needs_native
+@pytest.mark.parametrize("name", list(TINY_CFGS))
+def test_run_with_cache_matches_unfused_path(name: str) -> None:
+    model = make_model(TINY_CFGS[name])
+    tokens = random_tokens(3, 17, seed=3)
+    mask = torch.ones(3, 17, dtype=torch.long)
+    mask[0, :5] = 0
+    for kwargs in ({}, {"attention_mask": mask}):
+        with torch.no_grad():
+            logits, cache = model.run_with_cache(tokens, **kwargs)
+            with _native.disabled():
+                ref_logits, ref_cache = model.run_with_cache(tokens, **kwargs)
+        assert set(cache) == set(ref_cache)
+        _assert_rounding_only(logits, ref_logits, "logits")
+        for key in cache:
+            a, r = cache[key], ref_cache[key]
+            if key.endswith("hook_attn_scores"):
+                assert torch.equal(a.isneginf(), r.isneginf()), key
+                a, r = a[r.isfinite()], r[r.isfinite()]
+            _assert_rounding_only(a, r, key)
+
+
+def _assert_rounding_only(got: torch.Tensor, ref: torch.Tensor, what: str) -> None:
+    """Within 32 float32 ulps of the tensor's largest value: the pattern's few-ulp rounding
+    difference, carried and amplified through the (deliberately perturbed) layers after it. A
+    wrong mask or a stale value would be off by O(1)."""
+    bound = 4e-6 * max(1.0, ref.abs().max().item())
+    assert max_abs_diff(got, ref) <= bound, (what, max_abs_diff(got, ref), bound)
+
+
+def _uniform_pattern(pattern: torch.Tensor, hook: HookPoint) -> torch.Tensor:
+    allowed = (pattern > 0).float()
+    return allowed / allowed.sum(-1, keepdim=True)
+
+
+def _halve_scores_in_place(scores: torch.Tensor, hook: HookPoint) -> None:
+    scores.mul_(0.5)
+
+
+def _sharpen_scores(scores: torch.Tensor, hook: HookPoint) -> torch.Tensor:
+    return scores * 3.0
+
+
+@needs_native
+@pytest.mark.parametrize("edit", [_halve_scores_in_place, _sharpen_scores, _uniform_pattern])
+def test_hook_edits_after_the_kernel_take_effect(edit: object) -> None:
+    """Hooks see the scores and pattern only after the kernel computed z from them: an edit,
+    returned or in place, must still change everything downstream, as on the unfused path."""
+    model = make_model(TINY_CFGS["neox-sequential"])
+    tokens = random_tokens(2, 12, seed=4)
+    name = "pattern" if edit is _uniform_pattern else "attn_scores"
+    hooks = [(f"blocks.0.attn.hook_{name}", edit)]
+    with torch.no_grad():
+        clean = model(tokens)
+        edited = model.run_with_hooks(tokens, fwd_hooks=hooks)
+        with _native.disabled():
+            expected = model.run_with_hooks(tokens, fwd_hooks=hooks)
+    assert max_abs_diff(edited, clean) > 1e-3
+    _assert_rounding_only(edited, expected, "logits")
+
+
+def test_falls_back_where_the_kernel_does_not_apply() -> None:
+    q = torch.randn(1, 2, 5, 8)
+    with torch.no_grad(), _native.disabled():
+        assert not _native.supports(q, q, q)
+    assert not _native.supports(q.double(), q.double(), q.double())
+    wide = torch.randn(1, 1, 4, _native._MAX_D_HEAD + 8)
+    assert not _native.supports(wide, wide, wide)
+    with torch.inference_mode():
+        assert not _native.supports(q, q, q)
+    grad_q = q.clone().requires_grad_()
+    assert not _native.supports(grad_q, q, q)  # no backward: training keeps the PyTorch ops
+
+
+def test_env_var_turns_the_kernel_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(_native.ENV_VAR, "0")
+    _native._load.cache_clear()
+    try:
+        assert native_status() == f"off ({_native.ENV_VAR}=0)"
+        assert not _native.supports(*(torch.randn(1, 1, 3, 8),) * 3)
+    finally:
+        monkeypatch.undo()
+        _native._load.cache_clear()
