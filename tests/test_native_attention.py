@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import platform
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -162,3 +163,27 @@ def test_env_var_turns_the_kernel_off(monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         monkeypatch.undo()
         _native._load.cache_clear()
+
+
+def test_builds_into_an_empty_cache_and_rebuilds_a_damaged_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not NATIVE:
+        pytest.skip(f"fused attention kernel: {native_status()}")
+    name = Path(native_status()[len("on (") : -1]).name
+    # Two fresh folders: glibc would hand back an already loaded library for a path it has seen.
+    for folder, damaged in ((tmp_path / "empty", False), (tmp_path / "damaged", True)):
+        if damaged:
+            (folder / "native").mkdir(parents=True)
+            (folder / "native" / name).write_bytes(b"not a library")
+        monkeypatch.setenv(_native.CACHE_ENV_VAR, str(folder))
+        _native._load.cache_clear()
+        try:
+            assert native_status() == f"on ({folder / 'native' / name})"
+            assert [p.name for p in (folder / "native").iterdir()] == [name]  # no temp files left
+            q = torch.randn(1, 2, 9, 8)
+            _scores, pattern, _z = _native.causal_attention(q, q, q, None, 1 / math.sqrt(8))
+            assert max_abs_diff(pattern, _reference(q, q, q, None)[1]) < 1e-6
+        finally:
+            monkeypatch.undo()
+            _native._load.cache_clear()

@@ -52,6 +52,29 @@ def _compile(cxx: str, out: Path) -> None:
         raise RuntimeError(f"{cxx} failed: {proc.stderr.strip()[-500:]}")
 
 
+def _build(cxx: str, target: Path) -> Path:
+    """Compile to ``target``, or into a private temp folder if its folder is not writable."""
+    for attempt in range(2):
+        try:
+            # Never a shared, predictable temp path: another user could put a library there.
+            folder = target.parent if attempt == 0 else Path(tempfile.mkdtemp(prefix="alignlab-"))
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        except OSError:
+            continue
+        os.close(fd)
+        # Compiled under a private name and renamed into place, so concurrent workers never load a
+        # half-written library.
+        try:
+            _compile(cxx, Path(tmp))
+            os.replace(tmp, folder / target.name)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return folder / target.name
+    raise OSError(f"no writable folder for the compiled kernel ({target.parent}); set {CACHE_ENV_VAR}")
+
+
 @functools.cache
 def _load() -> tuple[ctypes.CDLL | None, str]:
     if os.environ.get(ENV_VAR, "1").lower() in ("0", "false", "off", "no"):
@@ -71,23 +94,12 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         ).hexdigest()[:16]
         target = _cache_dir() / "native" / f"causal_attention-{key}.so"
         if not target.exists():
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                build_dir = target.parent
-            except OSError:
-                build_dir = Path(tempfile.gettempdir())
-                target = build_dir / target.name
-            # Compiled under a private name and renamed into place, so concurrent workers never
-            # load a half-written library.
-            fd, tmp = tempfile.mkstemp(suffix=".so", dir=build_dir)
-            os.close(fd)
-            try:
-                _compile(cxx, Path(tmp))
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        lib = ctypes.CDLL(str(target))
+            target = _build(cxx, target)
+        try:
+            lib = ctypes.CDLL(str(target))
+        except OSError:  # a damaged cached file: build it again, once
+            target = _build(cxx, target)
+            lib = ctypes.CDLL(str(target))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         return None, f"unavailable ({e})"
     fn = lib.alignlab_causal_attention
