@@ -15,8 +15,10 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
-#include <thread>
 #include <vector>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 namespace {
 
@@ -160,14 +162,18 @@ extern "C" int alignlab_causal_attention(const float* q, const float* k, const f
     }
   };
   n_threads = std::max<int64_t>(1, std::min(n_threads, n));
-  if (n_threads == 1) {
-    work(0, n);
-    return 0;
+#ifdef _OPENMP
+  // Torch's own OpenMP pool (the library resolves torch's libgomp): a private std::thread pool
+  // fought torch's spinning workers for the cores and was 5% slower than the PyTorch ops at two
+  // threads, where this is 7% faster.
+#pragma omp parallel num_threads(static_cast<int>(n_threads))
+  {
+    const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const int64_t chunk = (n + nt - 1) / nt;
+    work(std::min(n, t * chunk), std::min(n, (t + 1) * chunk));
   }
-  std::vector<std::thread> pool;
-  const int64_t chunk = (n + n_threads - 1) / n_threads;
-  for (int64_t lo = chunk; lo < n; lo += chunk) pool.emplace_back(work, lo, std::min(n, lo + chunk));
-  work(0, std::min(n, chunk));
-  for (auto& t : pool) t.join();
+#else
+  work(0, n);
+#endif
   return 0;
 }

@@ -40,16 +40,26 @@ def _cache_dir() -> Path:
 
 
 def _compile(cxx: str, out: Path) -> None:
+    """Compile with OpenMP (threads from torch's own pool), else without (one thread)."""
     torch_dir = Path(torch.__file__).parent
     lib = torch_dir / "lib"
-    cmd = [
-        cxx, "-O3", "-mavx2", "-mfma", "-std=c++17", "-shared", "-fPIC", "-pthread",
+    base = [
+        cxx, "-O3", "-mavx2", "-mfma", "-std=c++17", "-shared", "-fPIC",
         f"-I{torch_dir / 'include'}", str(_SOURCE), "-o", str(out),
         f"-L{lib}", "-ltorch_cpu", f"-Wl,-rpath,{lib}",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cxx} failed: {proc.stderr.strip()[-500:]}")
+    errors = []
+    for extra in (["-fopenmp"], []):
+        proc = subprocess.run(base + extra, capture_output=True, text=True, timeout=300, check=False)
+        if proc.returncode == 0:
+            try:
+                ctypes.CDLL(str(out))  # e.g. an OpenMP runtime older than the compiler's
+                return
+            except OSError as e:
+                errors.append(str(e))
+        else:
+            errors.append(proc.stderr.strip()[-300:])
+    raise RuntimeError(f"{cxx} failed: {' | '.join(errors)}")
 
 
 def _build(cxx: str, target: Path) -> Path:
@@ -90,7 +100,10 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     try:
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True, timeout=30).stdout
         key = hashlib.sha256(
-            b"\0".join(s.encode() for s in (_SOURCE.read_text(), torch.__version__, cxx, version))
+            b"\0".join(
+                s.encode()
+                for s in (_SOURCE.read_text(), Path(__file__).read_text(), torch.__version__, cxx, version)
+            )
         ).hexdigest()[:16]
         target = _cache_dir() / "native" / f"causal_attention-{key}.so"
         if not target.exists():
