@@ -7,6 +7,7 @@ with hooks that edit what the kernel already computed.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import platform
 import shutil
@@ -187,3 +188,25 @@ def test_builds_into_an_empty_cache_and_rebuilds_a_damaged_one(
         finally:
             monkeypatch.undo()
             _native._load.cache_clear()
+
+
+def test_single_threaded_build_without_openmp(tmp_path: Path) -> None:
+    """The fallback build for compilers without OpenMP: same results, at any thread count."""
+    if not NATIVE:
+        pytest.skip(f"fused attention kernel: {native_status()}")
+    cxx = shutil.which("c++") or shutil.which("g++")
+    assert cxx is not None
+    out = tmp_path / "serial.so"
+    _native._compile(cxx, out, flag_sets=((),))
+    fn = _native._bind(ctypes.CDLL(str(out)))
+    b, h, p, dh = 2, 3, 21, 12
+    q, k, v = (torch.randn(b, h, p, dh, generator=torch.Generator().manual_seed(s)) for s in range(3))
+    scores, pattern, z = torch.empty(b, h, p, p), torch.empty(b, h, p, p), torch.empty(b, p, h, dh)
+    ins, outs = (q, k, v), (scores, pattern, z)
+    rc = fn(
+        *(t.data_ptr() for t in ins), None, *(t.data_ptr() for t in outs), b, h, p, dh, 1 / math.sqrt(dh), 2
+    )
+    assert rc == 0
+    _ref_scores, ref_pattern, ref_z = _reference(q, k, v, None)
+    assert max_abs_diff(pattern, ref_pattern) < 1e-6
+    assert max_abs_diff(z, ref_z) < 1e-5

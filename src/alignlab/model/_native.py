@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 from jaxtyping import Bool, Float
@@ -39,7 +40,10 @@ def _cache_dir() -> Path:
     return Path(root) if root else Path.home() / ".cache" / "alignlab"
 
 
-def _compile(cxx: str, out: Path) -> None:
+_FLAG_SETS = (("-fopenmp",), ())
+
+
+def _compile(cxx: str, out: Path, flag_sets: tuple[tuple[str, ...], ...] = _FLAG_SETS) -> None:
     """Compile with OpenMP (threads from torch's own pool), else without (one thread)."""
     torch_dir = Path(torch.__file__).parent
     lib = torch_dir / "lib"
@@ -49,8 +53,8 @@ def _compile(cxx: str, out: Path) -> None:
         f"-L{lib}", "-ltorch_cpu", f"-Wl,-rpath,{lib}",
     ]  # fmt: skip
     errors = []
-    for extra in (["-fopenmp"], []):
-        proc = subprocess.run(base + extra, capture_output=True, text=True, timeout=300, check=False)
+    for extra in flag_sets:
+        proc = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=300, check=False)
         if proc.returncode == 0:
             try:
                 ctypes.CDLL(str(out))  # e.g. an OpenMP runtime older than the compiler's
@@ -115,10 +119,16 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
             lib = ctypes.CDLL(str(target))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         return None, f"unavailable ({e})"
+    _bind(lib)
+    return lib, f"on ({target})"
+
+
+def _bind(lib: ctypes.CDLL) -> Any:
+    """The kernel's entry point with its C signature declared."""
     fn = lib.alignlab_causal_attention
     fn.argtypes = [ctypes.c_void_p] * 7 + [ctypes.c_int64] * 4 + [ctypes.c_float, ctypes.c_int64]
     fn.restype = ctypes.c_int
-    return lib, f"on ({target})"
+    return fn
 
 
 def native_status() -> str:
