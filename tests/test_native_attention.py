@@ -210,3 +210,19 @@ def test_single_threaded_build_without_openmp(tmp_path: Path) -> None:
     _ref_scores, ref_pattern, ref_z = _reference(q, k, v, None)
     assert max_abs_diff(pattern, ref_pattern) < 1e-6
     assert max_abs_diff(z, ref_z) < 1e-5
+
+
+def test_mismatched_shapes_are_errors_not_out_of_bounds_reads() -> None:
+    model = make_model(TINY_CFGS["neox-parallel"])
+    tokens = random_tokens(3, 9)
+    with torch.no_grad(), pytest.raises(ValueError, match="attention_mask has shape"):
+        model.run_with_cache(tokens, attention_mask=torch.ones(2, 9, dtype=torch.long))
+    with torch.no_grad():  # one unbatched sequence with its unbatched mask still works
+        logits, _ = model.run_with_cache(tokens[0], attention_mask=torch.ones(9, dtype=torch.long))
+    assert logits.shape[:2] == (1, 9)
+    if NATIVE:
+        q = torch.randn(2, 2, 5, 8)
+        with pytest.raises(ValueError, match="keep"):
+            _native.causal_attention(q, q, q, torch.ones(1, 5, dtype=torch.bool), 0.5)
+        with pytest.raises(ValueError, match="keep"):
+            _native.causal_attention(q, q[:1], q, None, 0.5)

@@ -185,6 +185,10 @@ def causal_attention(
     lib = _load()[0]
     assert lib is not None
     b, h, p, dh = q.shape
+    # The kernel trusts these shapes; a mismatch must be an error here, not a read out of bounds.
+    if k.shape != q.shape or v.shape != q.shape or (keep is not None and keep.shape != (b, p)):
+        shapes = [tuple(t.shape) for t in (q, k, v)] + [None if keep is None else tuple(keep.shape)]
+        raise ValueError(f"causal_attention: q, k, v must be [b, h, p, dh] and keep [b, p]; got {shapes}")
     q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
     scores = torch.empty(b, h, p, p)
     pattern = torch.empty(b, h, p, p)

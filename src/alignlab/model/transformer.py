@@ -404,11 +404,18 @@ class Transformer(HookedModule):
         """
         if tokens.ndim == 1:
             tokens = tokens[None]
+            if attention_mask is not None and attention_mask.ndim == 1:
+                attention_mask = attention_mask[None]
         p = tokens.shape[1]
         if p > self.cfg.n_ctx:
             raise ValueError(f"sequence length {p} exceeds the model's n_ctx ({self.cfg.n_ctx})")
         positions = mask = am = None
         if attention_mask is not None:
+            if attention_mask.shape != tokens.shape:
+                raise ValueError(
+                    f"attention_mask has shape {tuple(attention_mask.shape)} but tokens have "
+                    f"{tuple(tokens.shape)}; pass one 0/1 entry per token"
+                )
             am = attention_mask.bool()
             positions = (am.long().cumsum(-1) - 1).clamp(min=0)
             mask = _causal(p, tokens.device)[None, None] & am[:, None, None, :]
