@@ -8,6 +8,7 @@ Hugging Face's layouts.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any, Literal, overload
 
 import torch
@@ -142,6 +143,23 @@ class Rotary(nn.Module):
         rot.copy_((t * cos_t + swapped * sin_t).transpose(-1, -2))
 
 
+@dataclass
+class LayerKV:
+    """One layer's keys (rotated) and values so far, ``[b, kv_heads, t, d_head]``."""
+
+    k: Tensor | None = None
+    v: Tensor | None = None
+
+
+@dataclass
+class KVCache:
+    """What generation keeps between steps: every layer's keys and values, and which of the
+    ``t`` tokens so far are real (not padding)."""
+
+    layers: list[LayerKV]
+    keep: Bool[Tensor, "b t"] | None = None
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
@@ -165,10 +183,12 @@ class Attention(nn.Module):
         positions: Int[Tensor, "b p"] | None = None,
         mask: Tensor | None = None,
         keep: Bool[Tensor, "b p"] | None = None,
+        past: LayerKV | None = None,
     ) -> Float[Tensor, "b p d"]:
         """``mask``: allowed (query, key) pairs, None for plain causal; ``keep``: set when ``mask``
         is causal attention over the real tokens ``keep`` marks (as `Transformer.forward` builds
-        it), which lets the fused kernel take padded batches."""
+        it), which lets the fused kernel take padded batches; ``past``: this layer's keys and
+        values of earlier tokens, extended in place (generation's KV cache)."""
         b, p, _ = x.shape
         hd, nq, nkv = self.d_head, self.n_heads, self.n_kv
         qkv = self.W_QKV(x)
@@ -187,6 +207,10 @@ class Attention(nn.Module):
             q = self.hook_rot_q(self.rotary(q, positions)).transpose(1, 2)
             k = self.hook_rot_k(self.rotary(k, positions)).transpose(1, 2)
             v = v.transpose(1, 2)
+        if past is not None:
+            if past.k is not None and past.v is not None:
+                k, v = torch.cat((past.k, k), dim=2), torch.cat((past.v, v), dim=2)
+            past.k, past.v = k, v
         if nkv != nq:
             k = k.repeat_interleave(nq // nkv, dim=1)
             v = v.repeat_interleave(nq // nkv, dim=1)
@@ -236,8 +260,8 @@ def _causal(p: int, device: torch.device) -> Tensor:
 
 
 def _masked_scores(
-    q: Float[Tensor, "b h p dh"], k: Float[Tensor, "b h p dh"], mask: Tensor | None
-) -> Float[Tensor, "b h p p"]:
+    q: Float[Tensor, "b h p dh"], k: Float[Tensor, "b h t dh"], mask: Tensor | None
+) -> Float[Tensor, "b h p t"]:
     """Scaled scores with disallowed keys at -inf, the mask added inside the GEMM.
 
     This path runs whenever the pattern is hooked (every ``run_with_cache``), so passes over the
@@ -246,13 +270,14 @@ def _masked_scores(
     took 2.5-3x as long (measured at B=32, h=8, p=128, dh=16; benchmarks/RESULTS.md).
     """
     b, h, p, dh = q.shape
+    t = k.shape[2]  # > p when earlier keys come from a KV cache
     allowed = mask if mask is not None else _causal(p, q.device)
     bias = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill_(~allowed, float("-inf"))
-    bias = bias.expand(b, h, p, p).reshape(b * h, p, p)
+    bias = bias.expand(b, h, p, t).reshape(b * h, p, t)
     # q is scaled before the product, as SDPA does, so the two paths round alike (1e-5 parity).
     q = (q * (1.0 / math.sqrt(dh))).reshape(b * h, p, dh)
-    scores = torch.baddbmm(bias, q, k.reshape(b * h, p, dh).transpose(1, 2))
-    return scores.view(b, h, p, p)
+    scores = torch.baddbmm(bias, q, k.reshape(b * h, t, dh).transpose(1, 2))
+    return scores.view(b, h, p, t)
 
 
 class MLP(nn.Module):
@@ -298,9 +323,10 @@ class Block(nn.Module):
         positions: Tensor | None,
         mask: Tensor | None,
         keep: Tensor | None = None,
+        past: LayerKV | None = None,
     ) -> Float[Tensor, "b p d"]:
         resid = self.hook_resid_pre(x)
-        attn_out = self.hook_attn_out(self.attn(self.ln1(resid), positions, mask, keep))
+        attn_out = self.hook_attn_out(self.attn(self.ln1(resid), positions, mask, keep, past))
         if self.cfg.attn_only:
             return self.hook_resid_post(resid + attn_out)
         if self.cfg.sequential:
@@ -439,22 +465,38 @@ class Transformer(HookedModule):
         stop_token: int | None = None,
         generator: torch.Generator | None = None,
         attention_mask: Int[Tensor, "b p"] | None = None,
+        kv_cache: bool = True,
     ) -> Int[Tensor, "b q"]:
         """Greedy (temperature 0) or sampled continuation; returns prompt + new tokens.
 
         Prompts of different lengths go in one batch left-padded, with ``attention_mask`` marking
         the real tokens. A sequence that emitted ``stop_token`` keeps emitting it, so rows stay
         aligned.
+
+        With ``kv_cache`` (the default) each step runs only the newest token, attending to the
+        keys and values kept from earlier steps, so hooks see the prompt once and then one
+        position per step, as in TransformerLens's cached generation. ``kv_cache=False`` reruns
+        the whole sequence every step (hooks see all of it each time). Continuations longer than
+        ``n_ctx`` slide a window and always take the uncached path.
         """
         if tokens.ndim == 1:
             tokens = tokens[None]
         out = tokens
         mask = attention_mask
         done = torch.zeros(out.shape[0], dtype=torch.bool, device=out.device)
-        for _ in range(max_new_tokens):
-            window = out[:, -self.cfg.n_ctx :]
-            window_mask = None if mask is None else mask[:, -self.cfg.n_ctx :]
-            logits = self(window, attention_mask=window_mask)[:, -1]
+        cache = None
+        if kv_cache and out.shape[1] + max_new_tokens <= self.cfg.n_ctx:
+            cache = KVCache([LayerKV() for _ in self.blocks])
+        for step in range(max_new_tokens):
+            if cache is None:
+                window = out[:, -self.cfg.n_ctx :]
+                window_mask = None if mask is None else mask[:, -self.cfg.n_ctx :]
+                logits = self(window, attention_mask=window_mask)[:, -1]
+            elif step == 0:
+                keep = torch.ones_like(out, dtype=torch.bool) if mask is None else mask.bool()
+                logits = self._forward_cached(out, keep, cache)[:, -1]
+            else:
+                logits = self._forward_cached(out[:, -1:], torch.ones_like(done[:, None]), cache)[:, -1]
             if temperature <= 0:
                 nxt = logits.argmax(-1)
             else:
@@ -469,6 +511,27 @@ class Transformer(HookedModule):
             if stop_token is not None and bool(done.all()):
                 break
         return out
+
+    def _forward_cached(
+        self, tokens: Int[Tensor, "b p"], keep: Bool[Tensor, "b p"], cache: KVCache
+    ) -> Float[Tensor, "b p v"]:
+        """Logits for ``tokens`` following the ones in ``cache`` (which this extends).
+
+        Positions and the mask are those `forward` would use on the whole sequence with
+        ``attention_mask`` = every ``keep`` so far, so cached and uncached generation agree.
+        """
+        keep = keep if cache.keep is None else torch.cat((cache.keep, keep), dim=1)
+        cache.keep = keep
+        t, p = keep.shape[1], tokens.shape[1]
+        positions = (keep.long().cumsum(-1) - 1).clamp(min=0)[:, t - p :]
+        query = torch.arange(t - p, t, device=tokens.device)[:, None]
+        key = torch.arange(t, device=tokens.device)[None, :]
+        # As in forward: causal over real tokens, and a padding query sees itself (never all -inf).
+        mask = ((key <= query)[None, None] & keep[:, None, None, :]) | (key == query)[None, None]
+        x = self.hook_embed(self.embed(tokens))
+        for block, past in zip(self.blocks, cache.layers, strict=True):
+            x = block(x, positions, mask, None, past)
+        return self.unembed(self.ln_final(x))
 
     def save_pretrained(self, path: str, tokenizer: object | None = None) -> None:
         """Write a Hugging Face model directory (see `alignlab.model.hf.save_pretrained`)."""
