@@ -259,6 +259,21 @@ def _causal(p: int, device: torch.device) -> Tensor:
     return torch.ones(p, p, dtype=torch.bool, device=device).tril()
 
 
+def _padded_positions_and_mask(
+    keep: Bool[Tensor, "b t"], p: int
+) -> tuple[Int[Tensor, "b p"], Bool[Tensor, "b 1 p t"]]:
+    """Rotary positions and allowed keys for the last ``p`` of ``t`` tokens, ``keep`` marking the
+    real ones: positions count real tokens only (so a left-padded prompt matches its unpadded
+    run), keys are causal over real tokens, and a padding query sees itself (an all -inf row
+    would make the softmax NaN)."""
+    t = keep.shape[1]
+    positions = (keep.long().cumsum(-1) - 1).clamp(min=0)[:, t - p :]
+    query = torch.arange(t - p, t, device=keep.device)[:, None]
+    key = torch.arange(t, device=keep.device)[None, :]
+    mask = ((key <= query)[None, None] & keep[:, None, None, :]) | (key == query)[None, None]
+    return positions, mask
+
+
 def _masked_scores(
     q: Float[Tensor, "b h p dh"], k: Float[Tensor, "b h t dh"], mask: Tensor | None
 ) -> Float[Tensor, "b h p t"]:
@@ -443,10 +458,7 @@ class Transformer(HookedModule):
                     f"{tuple(tokens.shape)}; pass one 0/1 entry per token"
                 )
             am = attention_mask.bool()
-            positions = (am.long().cumsum(-1) - 1).clamp(min=0)
-            mask = _causal(p, tokens.device)[None, None] & am[:, None, None, :]
-            # A fully padded query row would be all -inf (NaN softmax); let it see itself.
-            mask = mask | torch.eye(p, dtype=torch.bool, device=tokens.device)[None, None]
+            positions, mask = _padded_positions_and_mask(am, p)
         x = self.hook_embed(self.embed(tokens))
         for block in self.blocks:
             x = block(x, positions, mask, am)
@@ -522,12 +534,7 @@ class Transformer(HookedModule):
         """
         keep = keep if cache.keep is None else torch.cat((cache.keep, keep), dim=1)
         cache.keep = keep
-        t, p = keep.shape[1], tokens.shape[1]
-        positions = (keep.long().cumsum(-1) - 1).clamp(min=0)[:, t - p :]
-        query = torch.arange(t - p, t, device=tokens.device)[:, None]
-        key = torch.arange(t, device=tokens.device)[None, :]
-        # As in forward: causal over real tokens, and a padding query sees itself (never all -inf).
-        mask = ((key <= query)[None, None] & keep[:, None, None, :]) | (key == query)[None, None]
+        positions, mask = _padded_positions_and_mask(keep, tokens.shape[1])
         x = self.hook_embed(self.embed(tokens))
         for block, past in zip(self.blocks, cache.layers, strict=True):
             x = block(x, positions, mask, None, past)
