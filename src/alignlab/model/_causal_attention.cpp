@@ -23,6 +23,8 @@
 namespace {
 
 constexpr float NEG_INF = -std::numeric_limits<float>::infinity();
+constexpr int MAX_D_HEAD = 64;  // pick() has variants up to 8 AVX registers per row of v
+constexpr int MAX_ROWS = 4;     // the largest R in pick(); Scratch::buf holds that many rows
 
 inline float hmax(__m256 x) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
@@ -41,7 +43,7 @@ inline float hsum(__m256 x) {
 
 struct Scratch {
   std::vector<float> kT, vp, buf;
-  Scratch(int64_t p, int64_t dh, int64_t dh8) : kT(dh * ((p + 7) & ~7) + 8), vp(p * dh8 + 8), buf(4 * ((p + 7) & ~7) + 8) {}
+  Scratch(int64_t p, int64_t dh, int64_t dh8) : kT(dh * ((p + 7) & ~7) + 8), vp(p * dh8 + 8), buf(MAX_ROWS * ((p + 7) & ~7) + 8) {}
 };
 
 // One (batch, head). q, k, v: [p, dh]; S, P: [p, p]; z rows zs floats apart. R query rows are
@@ -64,7 +66,8 @@ void one_head(const float* q, const float* k, const float* v, const uint8_t* kee
     for (int64_t d = dh; d < 8 * V; ++d) row[d] = 0.f;
   }
   const __m256 zero = _mm256_setzero_ps();
-  alignas(32) float qs[R][64 * 8];
+  static_assert(R <= MAX_ROWS && 8 * V <= MAX_D_HEAD, "scratch sizes");
+  alignas(32) float qs[R][MAX_D_HEAD];
   for (int64_t i0 = 0; i0 < p; i0 += R) {
     const int r_n = static_cast<int>(std::min<int64_t>(R, p - i0));
     const int64_t n_last = i0 + r_n, nb = (n_last + 7) & ~int64_t(7);
