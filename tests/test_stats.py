@@ -123,3 +123,36 @@ def test_wilson_interval_matches_reference_values_and_stays_honest_at_the_edges(
     assert bottom.lo == 0.0 and 0.03 < bottom.hi < 0.04
     with pytest.raises(ValueError):
         wilson(3, 2)
+
+
+def test_seed_interval_edge_cases_print_and_validate() -> None:
+    from alignlab.stats import SINGLE_SEED, rate_over_seeds, seed_interval, wilson
+
+    one = seed_interval([0.83])
+    assert one.n == 1 and one.method == SINGLE_SEED and math.isnan(one.lo) and math.isnan(one.hi)
+    assert str(one) == "0.83 (n/a: single seed)"
+    # Identical seeds: zero width (seed_interval has no floor; rate_over_seeds does).
+    same = seed_interval([0.5, 0.5, 0.5])
+    assert (same.lo, same.hi) == (0.5, 0.5)
+    # Near the ceiling the t interval runs past 1 unless clipped to the natural bounds.
+    assert seed_interval([0.9, 1.0, 1.0]).hi > 1.0
+    assert seed_interval([0.9, 1.0, 1.0], bounds=(0, 1)).hi == 1.0
+    assert seed_interval([1.0, 3.0], confidence=0.5).method == "t50 over seeds"
+    # Every seed at 50/50: t alone would say [1, 1]; the pooled Wilson floor of 150/150 does not.
+    top = rate_over_seeds([50, 50, 50], 50)
+    assert top.hi == 1.0 and top.lo == pytest.approx(wilson(150, 150).lo)
+    single = rate_over_seeds([40], [50])
+    assert (single.lo, single.hi) == (wilson(40, 50).lo, wilson(40, 50).hi)
+    assert "single seed" in single.method
+    for call, match in [
+        (lambda: seed_interval([]), "empty"),
+        (lambda: seed_interval([0.5, float("nan")]), "NaN"),
+        (lambda: seed_interval([0.5, 1.2], bounds=(0, 1)), "within bounds"),
+        (lambda: seed_interval([0.5, 0.6], bounds=(1, 0)), "low < high"),
+        (lambda: seed_interval([0.5, 0.6], confidence=95), "confidence"),
+        (lambda: rate_over_seeds([51, 3], 50), r"\[0, trials\]"),
+        (lambda: rate_over_seeds([1.5, 3], 50), "whole numbers"),
+        (lambda: rate_over_seeds([1, 3], 0), "positive"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            call()

@@ -1,11 +1,27 @@
 """Estimates with intervals: every number alignlab reports carries its uncertainty.
 
-Evals, probes and scaling fits all return an :class:`Estimate`; :func:`bootstrap` turns a sample
-of per-item scores into one.
+Evals, probes and scaling fits all return an :class:`Estimate`. This is the one module that makes
+intervals; which function to use depends on what was sampled:
+
+* :func:`bootstrap` — many items (eval prompts, probe examples): percentile bootstrap of a
+  statistic over the items.
+* :func:`wilson` — one proportion from n trials (Wilson 1927); honest at 0 and n successes.
+* :func:`seed_interval` — a handful of seeds (2-5 training runs): Student-t interval of the mean.
+* :func:`rate_over_seeds` — a rate per seed, each from many prompts: the t interval over the
+  per-seed rates, widened where needed to the pooled Wilson interval.
+
+Why not bootstrap over seeds: with n values the percentile bootstrap's interval is at most
+[min, max], and at 3 seeds it is exactly that, which contains the mean with probability
+1 - 2 (1/2)^3 = 0.75 for a symmetric distribution (0.50 at 2 seeds); tests/test_stats_coverage.py
+measures it. The t interval is exact for normal seed-to-seed noise and, measured there, covers
+>= 0.93 at 2, 3 and 5 seeds for bounded data with |skewness| <= 0.8 (beta(3, 6): 0.942-0.945;
+beta(8, 2): 0.931-0.940); it undercovers for strongly skewed values (beta(1, 4), skewness 1.05:
+0.91), where no interval from 3 values can do much better without assumptions.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -74,6 +90,9 @@ class Estimate:
         )
 
     def __str__(self) -> str:
+        if math.isnan(self.lo) or math.isnan(self.hi):
+            # An interval that could not be made (e.g. one seed) says so instead of "[nan, nan]".
+            return f"{self.value:.4g} (n/a: {self.method})"
         half_width = (self.hi - self.lo) / 2
         if not (math.isfinite(half_width) and half_width > 0):
             return f"{self.value:.4g} [{self.lo:.4g}, {self.hi:.4g}]"
@@ -162,26 +181,183 @@ def wilson(successes: int, n: int, confidence: float = 0.95) -> Estimate:
 
     Rates near 0 or 1 (attack success of an installed backdoor, false triggers of a clean model)
     are exactly where the percentile bootstrap collapses to a zero-width interval such as [1, 1];
-    the Wilson interval stays honest there: 48/48 gives [0.93, 1.0], not certainty.
+    the Wilson interval stays honest there: 48/48 gives [0.93, 1.0], not certainty. Same bounds
+    as ``scipy.stats.binomtest(k, n).proportion_ci(method="wilson")`` (a test checks), computed
+    here in closed form so that :func:`rate_over_seeds` can vectorise it.
 
     Example:
         >>> str(wilson(48, 48))
         '1.00 [0.93, 1.00]'
     """
-    from statistics import NormalDist
-
     if n <= 0:
         raise ValueError(f"wilson needs n > 0 trials, got {n}")
     if not 0 <= successes <= n:
         raise ValueError(f"successes must be in [0, n={n}], got {successes}")
-    if not 0 < confidence < 1:
+    _check_confidence(confidence)
+    lo, hi = _wilson_bounds(np.float64(successes), np.float64(n), confidence)
+    return Estimate(successes / n, float(lo), float(hi), n, f"wilson{round(confidence * 100)}")
+
+
+def seed_interval(
+    values: ArrayLike,
+    confidence: float = 0.95,
+    *,
+    bounds: tuple[float, float] | None = None,
+) -> Estimate:
+    """Mean over seeds with its Student-t interval (``mean ± t_{n-1} s / sqrt(n)``).
+
+    For a handful of training runs (2-5 seeds) of one configuration. The t interval is exact for
+    normal seed-to-seed noise and holds up for moderately skewed bounded values (module docs;
+    measured in tests/test_stats_coverage.py). If each seed's value is itself an average over
+    items (a rate over n prompts, a mean log-probability), the spread of the per-seed values
+    already contains the items' sampling noise, so this interval covers both; for rates prefer
+    :func:`rate_over_seeds`, which also stays honest when every seed sits at 0 or 1.
+
+    Args:
+        values: one value per seed.
+        confidence: interval coverage, in (0, 1).
+        bounds: the variable's natural range, e.g. ``(0, 1)`` for a rate; the interval is clipped
+            to it (the t interval is symmetric and would otherwise run past 1 at the ceiling).
+
+    Returns:
+        ``Estimate(mean, lo, hi, n=len(values), method="t95 over seeds")``. One seed gives NaN
+        bounds with method ``"single seed"`` (printed as ``0.83 (n/a: single seed)``): a single
+        run says nothing about seed-to-seed variation. Identical values give a zero-width
+        interval.
+
+    Raises:
+        ValueError: empty or non-1-D input, NaN or infinity, values outside ``bounds``, or a bad
+            ``confidence``.
+
+    Example:
+        >>> str(seed_interval([0.62, 0.70, 0.66]))
+        '0.66 [0.56, 0.76]'
+        >>> str(seed_interval([0.91, 0.99, 0.97], bounds=(0, 1)))
+        '0.96 [0.85, 1.00]'
+    """
+    arr = _check_sample(values, "seed_interval")
+    _check_confidence(confidence)
+    if bounds is not None:
+        b_lo, b_hi = float(bounds[0]), float(bounds[1])
+        if not b_lo < b_hi:
+            raise ValueError(f"bounds must be (low, high) with low < high, got {bounds}")
+        if arr.min() < b_lo or arr.max() > b_hi:
+            raise ValueError(f"seed_interval values must lie within bounds {bounds}, got {arr.tolist()}")
+    if arr.size == 1:
+        return Estimate(float(arr[0]), math.nan, math.nan, 1, SINGLE_SEED)
+    mean, lo, hi = _t_bounds(arr, confidence)
+    if bounds is not None:
+        lo, hi = np.clip(lo, b_lo, b_hi), np.clip(hi, b_lo, b_hi)
+    return Estimate(float(mean), float(lo), float(hi), arr.size, f"t{confidence * 100:g} over seeds")
+
+
+def rate_over_seeds(
+    successes: ArrayLike,
+    trials: ArrayLike,
+    confidence: float = 0.95,
+) -> Estimate:
+    """A rate measured on several seeds (each seed: ``successes`` of ``trials`` prompts).
+
+    The estimate is the mean of the per-seed rates. The interval is the t interval over the
+    per-seed rates (:func:`seed_interval`, clipped to [0, 1]: it carries seed-to-seed variation
+    and, through it, the prompts' sampling noise), widened where needed to contain the Wilson
+    interval of the pooled counts. The widening matters at the ceiling and floor: when every
+    seed scores 50/50 the t interval is [1, 1], but 150 prompts cannot rule out a rate of 0.98;
+    the pooled Wilson interval is what one would report if the seeds did not differ at all, so
+    no honest interval is narrower. Measured in tests/test_stats_coverage.py: plain t covers
+    the rate 0.995 only ~52% of the time at 3 seeds of 50 prompts, this ~99%, and away from the
+    bounds the widening changes the mean width by < 5%.
+
+    Args:
+        successes: successes per seed.
+        trials: prompts per seed (one number for all seeds, or one per seed).
+        confidence: interval coverage, in (0, 1).
+
+    Returns:
+        ``Estimate(mean rate, lo, hi, n=seeds, method="t95 over seeds, pooled wilson95 floor")``.
+        With one seed, that seed's Wilson interval, with a method saying it has no seed-to-seed
+        variation in it.
+
+    Raises:
+        ValueError: empty input, trials <= 0, successes outside [0, trials], non-integer counts,
+            or a bad ``confidence``.
+
+    Example:
+        >>> str(rate_over_seeds([50, 50, 50], 50))
+        '1.00 [0.98, 1.00]'
+    """
+    k = _check_sample(successes, "rate_over_seeds")
+    m = np.broadcast_to(np.asarray(trials, dtype=np.float64), k.shape)
+    _check_confidence(confidence)
+    if not (np.isfinite(m).all() and (m > 0).all()):
+        raise ValueError(f"trials must be positive, got {np.asarray(trials).tolist()}")
+    if (k != np.round(k)).any() or (m != np.round(m)).any():
+        raise ValueError("successes and trials must be whole numbers of prompts")
+    if (k < 0).any() or (k > m).any():
+        raise ValueError(f"successes must be in [0, trials], got {k.tolist()} of {m.tolist()}")
+    if k.size == 1:
+        single = wilson(int(k[0]), int(m[0]), confidence)
+        return dataclasses.replace(single, method=f"{single.method} within a single seed")
+    mean, lo, hi = _rate_bounds(k, m, confidence)
+    c = f"{confidence * 100:g}"
+    return Estimate(float(mean), float(lo), float(hi), k.size, f"t{c} over seeds, pooled wilson{c} floor")
+
+
+# The method of a one-seed Estimate from seed_interval (its bounds are NaN).
+SINGLE_SEED = "single seed"
+
+
+def _check_sample(values: ArrayLike, what: str) -> NDArray[np.float64]:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} needs a 1-D sequence (one value per seed), got shape {arr.shape}")
+    if arr.size == 0:
+        raise ValueError(f"{what} needs at least one value, got an empty sample")
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{what} values contain NaN or infinity; drop or fix them first")
+    return arr
+
+
+def _check_confidence(confidence: float) -> None:
+    if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    p = successes / n
+
+
+def _t_bounds(
+    samples: NDArray[np.float64], confidence: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Mean and Student-t interval of each sample along the last axis (at least 2 values)."""
+    from scipy import stats
+
+    n = samples.shape[-1]
+    mean = samples.mean(axis=-1)
+    sem = samples.std(axis=-1, ddof=1) / math.sqrt(n)
+    q = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1))
+    return mean, mean - q * sem, mean + q * sem
+
+
+def _wilson_bounds(
+    k: NDArray[np.float64], n: NDArray[np.float64], confidence: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Wilson score bounds for ``k`` successes of ``n`` (broadcasting arrays)."""
+    from scipy import stats
+
+    z = float(stats.norm.ppf(0.5 + confidence / 2.0))
+    p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     # At 0 and n successes the bound is exactly 0 or 1; floating point would give 1 - 1e-16.
-    lo = 0.0 if successes == 0 else max(0.0, centre - half)
-    hi = 1.0 if successes == n else min(1.0, centre + half)
-    return Estimate(p, lo, hi, n, f"wilson{round(confidence * 100)}")
+    lo = np.where(k == 0, 0.0, np.maximum(0.0, centre - half))
+    hi = np.where(k == n, 1.0, np.minimum(1.0, centre + half))
+    return lo, hi
+
+
+def _rate_bounds(
+    k: NDArray[np.float64], m: NDArray[np.float64], confidence: float
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`rate_over_seeds` for each row of ``k`` (..., seeds) successes of ``m`` trials."""
+    rates = k / m
+    mean, lo, hi = _t_bounds(rates, confidence)
+    w_lo, w_hi = _wilson_bounds(k.sum(axis=-1), np.broadcast_to(m, k.shape).sum(axis=-1), confidence)
+    return mean, np.minimum(np.clip(lo, 0.0, 1.0), w_lo), np.maximum(np.clip(hi, 0.0, 1.0), w_hi)
