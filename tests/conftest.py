@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -85,6 +86,66 @@ def random_tokens(batch: int, pos: int, seed: int = 0, vocab: int = 128) -> torc
 def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     assert a.shape == b.shape, (a.shape, b.shape)
     return (a.double() - b.double()).abs().max().item()
+
+
+# Rounding budget (for assert_close_rel, in eps × the result's scale) of one float32 forward of a
+# tiny test model against another that sums in a different order: SDPA vs explicit attention,
+# the fused kernel, a KV-cache step, transformers' modules, another SIMD width. The longest
+# reductions are 128 terms (d_vocab, d_mlp) and a reordered sum of n terms is off by at most
+# about n·eps of its magnitude; through 2 layers the error stays below that in practice: measured
+# up to 28 (ATEN_CPU_CAPABILITY=default, 12 seeds of each tiny config), 23 (avx2) and 12.5
+# (avx512, issue 15). A wrong layout, mask or position moves logits by O(scale), ~10^7 eps·scale.
+FORWARD_ULPS = 128
+
+
+def _eps(*xs: object) -> float:
+    """Machine epsilon of the least precise floating dtype among ``xs`` (Python floats: float64)."""
+    dtypes = [x.dtype for x in xs if isinstance(x, torch.Tensor) and x.dtype.is_floating_point]
+    return max((torch.finfo(d).eps for d in dtypes), default=torch.finfo(torch.float64).eps)
+
+
+def assert_close_rel(
+    actual: torch.Tensor | float,
+    expected: torch.Tensor | float,
+    *,
+    ulps: float,
+    what: str,
+    scale: float | None = None,
+    dtype: torch.dtype | None = None,
+) -> float:
+    """Assert ``max |actual - expected| <= ulps * eps * scale`` (both signs); return the max |Δ|.
+
+    Two float computations of the same quantity in different orders (another SIMD width,
+    another kernel, a cache) differ by rounding, and rounding error is relative: each operation
+    is off by at most eps times the magnitude it carries. So the bound is a number of machine
+    epsilons (``ulps``, justified at each call by the computation's depth) times the quantity's
+    scale, and does not depend on which vector extension torch picked
+    (``ATEN_CPU_CAPABILITY=default|avx2|avx512``). ``scale`` defaults to max |expected|; pass the
+    magnitude of the summands where a result is a cancelling sum; a zero scale demands exact
+    equality. ``eps`` is that of ``dtype``, else of the less precise operand. Prints the measured
+    and allowed values (seen with ``pytest -s``, and in every failure).
+    """
+    a = torch.as_tensor(actual, dtype=torch.float64)
+    b = torch.as_tensor(expected, dtype=torch.float64)
+    if not isinstance(expected, torch.Tensor):  # a number stands for every element
+        b = b.expand_as(a)
+    assert a.shape == b.shape, (what, a.shape, b.shape)
+    assert a.numel() > 0, f"{what}: nothing to compare"
+    assert bool(torch.isfinite(a).all()) and bool(torch.isfinite(b).all()), f"{what}: non-finite values"
+    eps = torch.finfo(dtype).eps if dtype is not None else _eps(actual, expected)
+    if scale is None:
+        scale = b.abs().max().item()
+    assert scale >= 0, (what, scale)
+    diff = (a - b).abs().max().item()
+    allowed = ulps * eps * scale  # scale 0 (an all-zero reference): exact equality
+    used = diff / (eps * scale) if scale > 0 else (0.0 if diff == 0 else math.inf)
+    msg = (
+        f"{what}: max|Δ| {diff:.3g} = {used:.1f} eps·scale,"
+        f" allowed {ulps:g} ({allowed:.3g}); scale {scale:.3g}, eps {eps:.3g}"
+    )
+    print(msg)
+    assert diff <= allowed, msg
+    return diff
 
 
 @pytest.fixture(scope="session")
