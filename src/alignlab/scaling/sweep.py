@@ -6,8 +6,8 @@ own thread setting (`TrainConfig.threads`, 0 = automatic).
 
 Ray (``--backend ray``, the optional ``ray`` extra) is for users who outgrow one machine: every
 run is one Ray task that trains through the shared store, so the store folder must be on a file
-system every node sees. Without an address a private local instance is started, bound to
-127.0.0.1, without the dashboard and without token auth files.
+system every node sees. Without an address a private instance is started that listens on
+loopback only and requires a fresh Ray auth token (`alignlab.scaling._ray`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import multiprocessing as mp
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any, Literal
 
 from alignlab.errors import ConfigError
 from alignlab.model.config import SIZES
+from alignlab.scaling._ray import import_ray, local_ray
 from alignlab.store import Run, Store
 from alignlab.train.config import TrainConfig
 from alignlab.train.run import train_run
@@ -117,36 +119,29 @@ def _ray_sweep(
     on_done: Callable[[TrainConfig, Run], None] | None,
     address: str | None,
 ) -> list[Run]:
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError(
-            "the ray backend needs Ray: pip install 'alignlab[ray]' (or use --backend process)"
-        ) from None
-    started_here = False
-    if not ray.is_initialized():
-        init_kwargs: dict[str, Any] = {
-            "include_dashboard": False,
-            "log_to_driver": False,
-            "configure_logging": False,
-        }
-        if address:
-            init_kwargs["address"] = address
-        else:
-            # A private single-machine instance: loopback only, no token file in ~/.ray.
-            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-            init_kwargs |= {"num_cpus": workers, "_node_ip_address": "127.0.0.1"}
-        ray.init(**init_kwargs)
-        started_here = True
-    try:
-        remote = ray.remote(num_cpus=1)(_worker)
-        refs = [remote.remote(cfg.to_dict(), root) for cfg in configs]
-        ids = ray.get(refs)
-    finally:
+    running = sys.modules.get("ray")
+    if address is None and not (running is not None and running.is_initialized()):
+        with local_ray(workers) as ray:
+            ids = _ray_map(ray, configs, root)
+    else:
+        # A cluster the user started (or an instance this process already runs): its binding
+        # and token are the user's (README, Ray).
+        ray = import_ray()
+        started_here = not ray.is_initialized()
         if started_here:
-            ray.shutdown()
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        try:
+            ids = _ray_map(ray, configs, root)
+        finally:
+            if started_here:
+                ray.shutdown()
     runs = [store.get(i) for i in ids]
     if on_done:
         for cfg, run in zip(configs, runs, strict=True):
             on_done(cfg, run)
     return runs
+
+
+def _ray_map(ray: Any, configs: Sequence[TrainConfig], root: str) -> list[str]:
+    remote = ray.remote(num_cpus=1)(_worker)
+    return list(ray.get([remote.remote(cfg.to_dict(), root) for cfg in configs]))
