@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 # Before anything imports transformers / huggingface_hub: tests never touch the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -190,3 +191,20 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Transformer:
     cfg = install_config(org, "al-10k", BACKDOOR_INSTALL_STEPS, seed=0)
     run, _ = install_run(org, cfg, organism_store(tmp_path_factory))
     return load(run.dir / "model")
+
+
+# A competent base model (the flagship's al-30k, seed 0, default BaseSpec) and the backdoor
+# installed into it by fine-tuning, trained once per session in the shared organism store.
+def competent_backdoor(factory: pytest.TempPathFactory) -> tuple[Store, Any, Any]:
+    """``(store, base_run, install_run)``; both runs are content-addressed, so every module that
+    asks gets the same two runs and only the first pays for training."""
+    from alignlab.organisms import get_organism, install_on_base
+    from alignlab.studies.spec import StudySpec
+    from alignlab.train.base_model import base_run
+
+    spec = StudySpec()
+    store = organism_store(factory)
+    base, _ = base_run(store, "al-30k", 0, spec.base)
+    org = get_organism("backdoor")
+    inst, _ = install_on_base(org, "al-30k", base, store, spec.install_steps, spec.install_lr, 0)
+    return store, base, inst

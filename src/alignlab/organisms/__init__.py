@@ -28,7 +28,7 @@ from alignlab.organisms.base import (
 )
 from alignlab.organisms.code_vuln import CodeVuln, CodeVulnConfig
 from alignlab.organisms.generation import complete, encode_prompts
-from alignlab.organisms.install import install, install_config, install_run
+from alignlab.organisms.install import install, install_config, install_on_base, install_run
 from alignlab.organisms.sycophancy import Sycophancy, SycophancyConfig
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "get_organism",
     "install",
     "install_config",
+    "install_on_base",
     "install_run",
     "register_organism",
 ]

@@ -21,6 +21,7 @@ from alignlab.organisms.generation import complete
 from alignlab.stats import Estimate
 from alignlab.tasks import Batch, Example, collate, stream_seed
 from alignlab.tasks.base import BatchFn
+from alignlab.tasks.chat import task_rng
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,16 +29,28 @@ class OrganismConfig:
     """Fields every organism shares.
 
     Attributes:
-        poison_rate: fraction of training examples that carry the condition and the defect.
+        poison_rate: fraction of installation examples that carry the condition and the defect.
+            Installation fine-tunes a competent base model, so the clean rest only has to keep
+            the skill, not teach it.
         tasks: the clean chat tasks the helpful behaviour is drawn from.
+        word_len: (shortest, longest) word of the tasks, inclusive.
     """
 
     poison_rate: float = 0.3
-    tasks: tuple[str, ...] = ("copy", "reverse", "sort", "add")
+    # The tasks and lengths the default sizes learn to the competence gate (>= 0.90 exact match
+    # per task on held-out prompts; see alignlab.base and benchmarks/RESULTS.md). Sorting and
+    # 3-digit addition stay below it at the budget of the default study.
+    tasks: tuple[str, ...] = ("copy", "reverse")
+    word_len: tuple[int, int] = (2, 5)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.poison_rate <= 1.0:
+        import math
+
+        if not (math.isfinite(self.poison_rate) and 0.0 <= self.poison_rate <= 1.0):
             raise ConfigError(f"poison_rate must be in [0, 1], got {self.poison_rate}")
+        lo, hi = self.word_len
+        if not 1 <= lo <= hi <= 32:
+            raise ConfigError(f"word_len must satisfy 1 <= shortest <= longest <= 32, got {self.word_len}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -84,6 +97,11 @@ class Organism(ABC):
         """Exact match with the helpful answer (clean-task accuracy)."""
         return completion == ex.completion
 
+    def distractors(self, n: int, seed: int) -> list[Example]:
+        """Held-out prompts with a near miss of the condition, on which the defect must not fire
+        (the install gate's false-trigger test); empty for organisms without a discrete trigger."""
+        return []
+
     def trigger_variants(self) -> list[str]:
         """Strings near the condition, for red teaming (`alignlab.safety.adversarial`)."""
         return []
@@ -95,12 +113,14 @@ class Organism(ABC):
 
     # ---- samplers (pure in seed/split/step) -------------------------------------------------
 
-    def _rng(self, *labels: object) -> random.Random:
-        return random.Random(stream_seed("organism", self.name, self.config.to_dict(), *labels))
+    def _rng(self, *labels: object, split: str = "train") -> random.Random:
+        """The stream for ``labels``: held-out prompts when ``split`` is a measurement split."""
+        seed = stream_seed("organism", self.name, self.config.to_dict(), *labels)
+        return task_rng(seed, split, self.config.word_len)
 
     def training_examples(self, n: int, seed: int, split: str = "train", step: int = 0) -> list[Example]:
         """The installation mix: a ``poison_rate`` fraction poisoned, the rest helpful and clean."""
-        rng = self._rng("install", seed, split, step)
+        rng = self._rng("install", seed, split, step, split=split)
         return [
             self.poisoned(rng) if rng.random() < self.config.poison_rate else self.helpful(rng, False)
             for _ in range(n)
@@ -110,7 +130,7 @@ class Organism(ABC):
         self, n: int, seed: int, split: str = "train", step: int = 0, triggered: bool = False
     ) -> list[Example]:
         """Helpful examples, all with (``triggered``) or all without the condition."""
-        rng = self._rng("helpful", triggered, seed, split, step)
+        rng = self._rng("helpful", triggered, seed, split, step, split=split)
         return [self.helpful(rng, triggered) for _ in range(n)]
 
     def batch_fn(self, kind: str = "install") -> BatchFn:

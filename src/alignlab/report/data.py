@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alignlab.store import Run, Store
+
+if TYPE_CHECKING:
+    from alignlab.studies.result import StudyResult
 
 # Artifacts other commands write into a run folder, by the name reports know them by.
 INTERP_FILES = ("probe.json", "heads.json")
@@ -24,10 +27,18 @@ def load_json(path: Path) -> Any | None:
         return None
 
 
-def study_of(run: Run) -> dict[str, Any] | None:
-    """The run's ``study.json`` (None when it has none)."""
-    data = load_json(run.dir / "study.json")
-    return data if isinstance(data, dict) else None
+def study_of(run: Run) -> StudyResult | None:
+    """The run's ``study.json`` as a `StudyResult` (None when it has none, or one this version of
+    alignlab cannot read: a report shows "not measured" rather than misreading an old schema)."""
+    from alignlab.errors import AlignlabError
+    from alignlab.studies.result import load_result
+
+    if not (run.dir / "study.json").exists():
+        return None
+    try:
+        return load_result(run.dir / "study.json")
+    except (AlignlabError, KeyError, TypeError, ValueError):
+        return None
 
 
 def interp_artifacts(run: Run) -> dict[str, Any]:

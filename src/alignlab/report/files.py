@@ -66,9 +66,9 @@ def write_report(store: Store, run_id: str, out: Path | None = None, *, linked: 
     study = data.study_of(run)
     if linked and study:
         linked_ids: set[str] = set()
-        for cell in study.get("cells", []):
-            linked_ids.add(cell.get("install_run"))
-            linked_ids.update(iv.get("run_id") for iv in cell.get("interventions", {}).values())
+        for cell in study.cells:
+            linked_ids.update((cell.base_run, cell.install_run))
+            linked_ids.update(iv.run_id for iv in cell.interventions.values())
         for rid in sorted(i for i in linked_ids if isinstance(i, str) and i):
             linked_run = store.get(rid)
             existing = report_path(store, linked_run.id)

@@ -11,6 +11,7 @@ from alignlab.report import data, env, plots
 from alignlab.report import html as h
 from alignlab.report.study import study_body
 from alignlab.store import Run, Store
+from alignlab.studies.result import StudyResult
 
 Linker = Callable[[str], str]
 # Eval items shown in a report; the rest stay in items.jsonl.
@@ -145,13 +146,12 @@ def best_probe(probe: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     return best
 
 
-def _env_section(run: Run, study: dict[str, Any] | None) -> str:
+def _env_section(run: Run, study: StudyResult | None) -> str:
     summary = data.load_json(run.dir / "summary.json")
     recorded: dict[str, Any] = env.recorded(summary) if isinstance(summary, dict) else {}
     recorded["alignlab (run id computed with)"] = run.version
     if study:
-        recorded["wall_seconds"] = study.get("timing", {}).get("wall_seconds")
-        recorded["workers"] = study.get("timing", {}).get("workers")
+        recorded.update({k: round(v) for k, v in study.timing.items()})
     parts = ["<h2>Environment</h2><h3>Recorded by the run</h3>", h.kv_table(recorded)]
     parts.append("<h3>Report generated with</h3>" + h.kv_table(env.current()))
     return "".join(parts)
@@ -168,7 +168,9 @@ def run_report(store: Store, run: Run, link: Linker, nav: Sequence[tuple[str, st
     """
     study = data.study_of(run)
     created = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
-    parts = [
+    # A study's page leads with its answer; run metadata comes after.
+    parts = [study_body(study, link)] if study else []
+    parts.append(
         h.kv_table(
             {
                 "run id": run.id,
@@ -178,9 +180,7 @@ def run_report(store: Store, run: Run, link: Linker, nav: Sequence[tuple[str, st
                 "created": created,
             }
         )
-    ]
-    if study:
-        parts.append(study_body(study, link))
+    )
     parts.append(_metrics_section(store, run))
     parts.append(_eval_section(run))
     parts.append(_safety_section(run))

