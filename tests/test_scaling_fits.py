@@ -6,6 +6,7 @@ are kept small: these tests check the machinery, not the last digit of an interv
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -257,8 +258,12 @@ def test_flat_metric_reports_no_trend() -> None:
     res = trend_test(x, y, metric="backdoor persistence", n_perm=999, n_boot=500)
     assert res["slope"]["lo"] <= 0.0 <= res["slope"]["hi"]
     assert res["p_value"] >= 0.05
-    assert res["verdict"] == "no detectable trend"
-    assert "no detectable trend" in res["statement"]
+    assert res["verdict"] == "no detectable trend" and res["detected"] is False
+    # A null result says what it could have seen: "no trend detected; a slope of X per decade
+    # would have been detected with 80% power".
+    assert "no trend detected" in res["statement"]
+    mds = res["min_detectable_slope"]
+    assert f"±{mds:.2g} per decade would have been detected with 80% power" in res["statement"]
     assert res["statement"].startswith("backdoor persistence")
     json.dumps(res, allow_nan=False)
     # The power-law exponent of a flat positive metric is also indistinguishable from 0.
@@ -290,6 +295,124 @@ def test_trend_test_detects_real_trends(sign: float) -> None:
     assert lo <= sign * 0.05 <= hi
 
 
+def _design(sizes: int, seeds: int, sd: float, slope: float = 0.0, seed: int = 0) -> tuple:
+    """``sizes`` log-spaced sizes (half a decade apart) x ``seeds`` seeds; each seed gets its own
+    offset (SD 0.2, larger than the noise: some seeds install a stronger backdoor at every size)."""
+    rng = np.random.default_rng(seed)
+    x = np.tile(np.power(10.0, 4 + 0.5 * np.arange(sizes)), seeds)
+    groups = np.repeat(np.arange(seeds), sizes)
+    offsets = rng.normal(0, 0.2, seeds)[groups]
+    y = 0.5 + offsets + slope * np.log10(x / 1e4) + rng.normal(0, sd, x.size)
+    return x, y, groups
+
+
+def test_within_seed_permutation_sees_through_seed_offsets() -> None:
+    # Slope 0.1 per decade, noise SD 0.05, seed offsets SD 0.2: the offsets are not noise about
+    # the trend, and permuting within seed removes them (Manly 2007, ch. 7).
+    x, y, groups = _design(4, 3, sd=0.05, slope=0.1, seed=3)
+    within = trend_test(x, y, groups=groups, n_perm=999, n_boot=200)
+    pooled = trend_test(x, y, n_perm=999, n_boot=200)
+    assert within["detected"] and within["verdict"] == "increasing" and within["n_groups"] == 3
+    assert within["slope"]["lo"] <= 0.1 <= within["slope"]["hi"]
+    assert not pooled["detected"]  # the seed offsets swamp the trend when all points are permuted
+    # The offsets inflate the pooled residual SD ~4x, and the detectable slope with it.
+    assert pooled["min_detectable_slope"] > 2 * within["min_detectable_slope"]
+    assert "within each group" in within["test"]
+
+
+def test_within_seed_trend_test_false_positive_rate_is_near_alpha() -> None:
+    # 300 null data sets (4 sizes x 3 seeds, seed offsets): the rejection rate should be ~0.05.
+    # Binomial SD of the rate at 0.05 is 0.013, so [0.02, 0.09] is ~ +-3 SD.
+    flagged = []
+    for s in range(300):
+        x, y, groups = _design(4, 3, sd=0.1, seed=s)
+        res = trend_test(x, y, groups=groups, n_perm=199, n_sim=50, n_boot=10, seed=s)
+        flagged.append(res["detected"])
+    assert 0.02 <= np.mean(flagged) <= 0.09
+
+
+def test_all_tied_values_give_p_one_and_no_spurious_slope() -> None:
+    # Persistence at the ceiling in every (size, seed): the slope is 0, every permutation ties
+    # with it, p = 1; no residual variation, so any nonzero slope would have been detected.
+    x, _, groups = _design(4, 3, sd=0.0)
+    res = trend_test(x, np.ones(x.size), groups=groups, n_perm=999, n_boot=100)
+    assert res["slope"]["value"] == 0.0 and res["p_value"] == 1.0 and not res["detected"]
+    assert res["residual_sd"] == 0.0 and res["min_detectable_slope"] == 0.0
+    assert res["slope"]["lo"] <= 0.0 <= res["slope"]["hi"]
+    json.dumps(res, allow_nan=False)
+    # Two levels (rates 1 and 0.75): many permutations give exactly the observed slope. Ties
+    # count as extreme, so the p-value equals the exact one, computed here independently: the
+    # within-seed slope is a sum of per-seed terms, so its permutation distribution is the sum
+    # of each seed's 24 permuted terms.
+    y = np.array([1.0, 1.0, 0.75, 1.0, 1.0, 0.75, 1.0, 0.75, 1.0, 1.0, 1.0, 0.75])
+    t = np.log10(x[:4])
+    c = (t - t.mean()) / (3 * ((t - t.mean()) ** 2).sum())
+    terms = [
+        np.array([c @ y[4 * g : 4 * g + 4][list(p)] for p in itertools.permutations(range(4))])
+        for g in range(3)
+    ]
+    null = np.add.outer(np.add.outer(terms[0], terms[1]), terms[2]).ravel()
+    observed = sum(c @ y[4 * g : 4 * g + 4] for g in range(3))
+    p_exact = float(np.mean(np.abs(null) >= abs(observed) - 1e-12))
+    # Ties matter here: 15% of permutations give exactly +-observed; a strict ">" would say
+    # p = 0.083 instead of 0.229.
+    assert p_exact == pytest.approx(0.229, abs=0.001)
+    assert float(np.mean(np.abs(null) > abs(observed) + 1e-12)) < p_exact - 0.1
+    exact = trend_test(x, y, groups=groups, n_perm=20_000, n_boot=100)  # 24^3 = 13824: enumerated
+    assert exact["exact"] is True and exact["p_value"] == pytest.approx(p_exact, rel=1e-12)
+    sampled = trend_test(x, y, groups=groups, n_perm=4999, n_boot=100)
+    assert sampled["exact"] is False
+    # Monte Carlo SE of the sampled p is sqrt(p (1 - p) / 5000) <= 0.007; 4 SE.
+    assert sampled["p_value"] == pytest.approx(p_exact, abs=0.028)
+
+
+def test_minimum_detectable_slope_scales_with_seeds_and_noise_and_holds() -> None:
+    def mds(sizes: int, seeds: int, sd: float) -> tuple[float, float]:
+        x, y, groups = _design(sizes, seeds, sd=1.0, seed=11)
+        # Rescale the residuals to SD exactly `sd`, so designs are compared at the same noise.
+        fit = trend_test(x, y, groups=groups, n_perm=999, n_boot=10, seed=1)
+        y = y * sd / fit["residual_sd"]
+        res = trend_test(x, y, groups=groups, n_perm=999, n_boot=10, seed=1)
+        assert res["residual_sd"] == pytest.approx(sd, rel=1e-9)
+        return res["min_detectable_slope"], res["min_detectable_slope_t"]
+
+    m43, t43 = mds(4, 3, 0.1)
+    m75, t75 = mds(7, 5, 0.1)
+    m43_noisy, _ = mds(4, 3, 0.2)
+    # Normal theory: MDS ~ (t_{.975,dof} + t_{.8,dof}) sd / sqrt(seeds * sum (t - tbar)^2):
+    # 1.65 sd at 4 x 3 (dof 8), 0.49 sd at 7 x 5 (dof 29). Simulation agrees within its ~3%
+    # Monte Carlo error; 10% each side.
+    assert m43 == pytest.approx(t43, rel=0.1) and t43 == pytest.approx(0.165, rel=0.05)
+    assert m75 == pytest.approx(t75, rel=0.1) and t75 == pytest.approx(0.049, rel=0.05)
+    assert m75 < m43 / 2.5  # more seeds and sizes: smaller detectable slope
+    assert m43_noisy == pytest.approx(2 * m43, rel=0.1)  # proportional to the residual SD
+
+
+def test_minimum_detectable_slope_is_detected_80_percent_of_the_time() -> None:
+    # Fresh data sets with a true slope equal to the reported MDS (same design, permutations and
+    # noise SD): the test should reject ~80% of them. 400 data sets: binomial SD 0.02, plus ~0.02
+    # from the MDS's own Monte Carlo error; [0.7, 0.9] is ~ +-3.5 SD of both.
+    x, y, groups = _design(4, 3, sd=0.1, seed=5)
+    y = y * 0.1 / trend_test(x, y, groups=groups, n_perm=999, n_boot=10)["residual_sd"]
+    mds = trend_test(x, y, groups=groups, n_perm=199, n_boot=10)["min_detectable_slope"]
+    hits = []
+    for s in range(400):
+        fresh = _design(4, 3, sd=0.1, slope=mds, seed=100 + s)[1]
+        hits.append(trend_test(x, fresh, groups=groups, n_perm=199, n_sim=50, n_boot=10, seed=s)["detected"])
+    assert 0.7 <= np.mean(hits) <= 0.9
+
+
+def test_design_too_small_to_detect_anything_says_so() -> None:
+    # 3 equally log-spaced sizes x 2 seeds: 36 within-seed permutations; the identity and the
+    # reversal tie, so p >= 2/36 > 0.05 whatever the data: no slope is detectable.
+    x = np.tile([1e4, 1e5, 1e6], 2)
+    y = np.array([0.2, 0.5, 0.8, 0.25, 0.55, 0.85])
+    res = trend_test(x, y, groups=[0, 0, 0, 1, 1, 1], n_boot=50)
+    assert res["exact"] and res["p_min"] == pytest.approx(2 / 36) and not res["detected"]
+    assert res["min_detectable_slope"] is None
+    assert "cannot detect any slope at alpha 0.05" in res["statement"]
+
+
 # --------------------------------------------------------------------------- boundaries
 
 
@@ -309,6 +432,9 @@ def test_trend_test_detects_real_trends(sign: float) -> None:
         (lambda: holdout_predict([1, 2, 3], [3, 2, 1]), "at least 3 distinct x"),
         (lambda: holdout_predict([1, 2, 3, 4], [3, 2, 2, 1], fit="cubic"), "fit must be"),  # type: ignore[arg-type]
         (lambda: trend_test([1, 1, 2, 2], [1, 2, 3, 4]), "at least 3 distinct x"),
+        (lambda: trend_test([1, 2, 3], [1, 2, 3], groups=[0, 1]), "one label per point"),
+        (lambda: trend_test([1, 2, 3], [1, 2, 3], groups=[0, 1, 2]), "at least 2 distinct x"),
+        (lambda: trend_test([1, 2, 3], [1, 2, 3], power=0.01), "power must be"),
     ],
 )
 def test_inputs_are_validated(call: object, message: str) -> None:

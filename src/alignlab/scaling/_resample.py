@@ -25,6 +25,7 @@ calibrated yes/no answer is needed, :func:`alignlab.scaling.trend_test` uses a p
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from typing import Literal
@@ -174,3 +175,41 @@ def method_name(level: float, scheme: str, suffix: str = "") -> str:
     """Interval provenance string, e.g. ``"bootstrap95-points"`` (stats.bootstrap's convention)."""
     name = f"bootstrap{level * 100:g}-{scheme}"
     return f"{name}-{suffix}" if suffix else name
+
+
+def group_permutations(
+    codes: IntArray, n_perm: int, rng: np.random.Generator, *, exact: bool = True
+) -> tuple[IntArray, bool]:
+    """Permutations of the points that move each point only within its group (stratum).
+
+    Row ``p`` maps position i to the point whose value it takes: ``y[perms[p]]`` is a permuted
+    data set in which every group (seed) keeps its own values, shuffled among its x. This is the
+    restricted randomisation of a blocked design (Manly 2007, ch. 7; Anderson & ter Braak 2003):
+    seed-level offsets stay with their seed instead of inflating the null distribution.
+
+    When the number of distinct within-group permutations is at most ``n_perm`` (and ``exact``),
+    all of them are returned, identity included, and the second value is True; else ``n_perm``
+    uniform random ones (which may repeat), and False.
+    """
+    n = codes.size
+    groups = [np.flatnonzero(codes == g) for g in np.unique(codes)]
+    total = 1
+    for g in groups:
+        total *= math.factorial(g.size)
+        if total > n_perm:
+            break
+    if exact and total <= n_perm:
+        rows = []
+        for combo in itertools.product(*(itertools.permutations(g.tolist()) for g in groups)):
+            perm = np.empty(n, dtype=np.intp)
+            for g, picked in zip(groups, combo, strict=True):
+                perm[g] = picked
+            rows.append(perm)
+        return np.vstack(rows), True
+    # Sorting random keys offset by the group code keeps each group's positions together, in a
+    # uniformly random order within the group.
+    order = np.argsort(codes, kind="stable")
+    shuffled = np.argsort(codes[order][None, :] + rng.random((n_perm, n)), axis=1)
+    perms = np.empty((n_perm, n), dtype=np.intp)
+    perms[:, order] = order[shuffled]
+    return perms, False
