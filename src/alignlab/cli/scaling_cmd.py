@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -23,9 +24,12 @@ XAxisName = Literal["params", "non_embedding", "tokens", "flops"]
 
 def _floats(text: str, what: str) -> list[float]:
     try:
-        return [float(t) for t in text.split(",") if t.strip()]
+        values = [float(t) for t in text.split(",") if t.strip()]
     except ValueError:
-        raise ConfigError(f"{what} must be comma-separated numbers, e.g. 1e5,1e6; got {text!r}") from None
+        values = [math.nan]
+    if not all(math.isfinite(v) for v in values):
+        raise ConfigError(f"{what} must be comma-separated finite numbers, e.g. 1e5,1e6; got {text!r}")
+    return values
 
 
 def register(root: typer.Typer) -> None:
@@ -103,7 +107,7 @@ def fit(
     json_: JsonOpt = False,
 ) -> None:
     """Fit a scaling law to a metric across runs; write PNG/SVG/JSON into the store."""
-    from alignlab.scaling.collect import collect
+    from alignlab.scaling.collect import collect, describe_excluded
 
     if form not in ("kaplan", "power", "sigmoid", "chinchilla"):
         raise ConfigError(f"unknown fit form {form!r}; use kaplan, power, sigmoid or chinchilla")
@@ -123,6 +127,8 @@ def fit(
     console.print(table)
     for line in result["statements"]:
         console.print(line)
+    if result["excluded"]:
+        console.print(f"left out: {describe_excluded(result['excluded'])}", highlight=False)
     console.print(f"files: {out_dir}")
 
 
@@ -147,16 +153,19 @@ def fit_points(
     xs = np.array([p.x(x_axis) for p in points], dtype=float)
     ys = np.array([p.value for p in points], dtype=float)
     statements: list[str] = []
-    extra: dict[str, Any] = {"runs": [p.run_id for p in points]}
+    # Runs collect left out (failed, diverged, non-finite), named in the JSON and the output.
+    excluded: dict[str, str] = dict(getattr(points, "excluded", {}))
+    extra: dict[str, Any] = {"runs": [p.run_id for p in points], "excluded": excluded}
     if form == "chinchilla":
         n = np.array([p.non_embedding for p in points], dtype=float)
         d = np.array([p.tokens for p in points], dtype=float)
         cfit = fit_chinchilla(n, d, ys, n_boot=n_boot)
         out_dir.mkdir(parents=True, exist_ok=True)
         data = {"fit": cfit.to_dict(), "points": {"n": n.tolist(), "d": d.tolist(), "y": ys.tolist()}}
-        write_json(data, out_dir / "fit.json")
+        write_json({**data, "extra": extra}, out_dir / "fit.json")
         params = {k: v.to_dict() for k, v in cfit.params.items()}
-        return {"params": params, "statements": statements, "files": [str(out_dir / "fit.json")]}
+        fit_file = [str(out_dir / "fit.json")]
+        return {"params": params, "statements": statements, "files": fit_file, "excluded": excluded}
     fitter = {"kaplan": fit_kaplan, "power": fit_power, "sigmoid": fit_sigmoid}[form]
     curve = fitter(xs, ys, n_boot=n_boot)
     trend = trend_test(xs, ys, metric=metric)
@@ -187,6 +196,7 @@ def fit_points(
         "statements": statements,
         "files": {k: str(v) for k, v in files.items()},
         "points": {str(k): v for k, v in sorted(by_x.items())},
+        "excluded": excluded,
     }
 
 
@@ -205,10 +215,10 @@ def predict(
     import numpy as np
 
     from alignlab.scaling import fit_chinchilla
-    from alignlab.scaling.collect import collect
+    from alignlab.scaling.collect import collect, describe_excluded
 
-    if params <= 0 or tokens <= 0:
-        raise ConfigError("--params and --tokens must be positive")
+    if not (math.isfinite(params) and math.isfinite(tokens) and params > 0 and tokens > 0):
+        raise ConfigError(f"--params and --tokens must be finite and positive, got {params:g} and {tokens:g}")
     points = collect(open_store(store), metric, task=task)
     if len({p.tokens for p in points}) < 2 or len({p.non_embedding for p in points}) < 2:
         raise ConfigError(
@@ -221,9 +231,16 @@ def predict(
     cfit = fit_chinchilla(n, d, y, n_boot=n_boot)
     pred = cfit.predict(params, tokens, noise=True)
     optimal = cfit.compute_optimal(6.0 * params * tokens)
-    out = {"prediction": pred.to_dict(), "compute_optimal": optimal.to_dict(), "n_runs": len(points)}
+    out = {
+        "prediction": pred.to_dict(),
+        "compute_optimal": optimal.to_dict(),
+        "n_runs": len(points),
+        "excluded": points.excluded,
+    }
     if json_:
         typer.echo(json.dumps(out, indent=2, default=str))
         return
     typer.echo(f"predicted {metric} at N={params:.3g}, D={tokens:.3g}: {pred}")
     typer.echo(f"compute-optimal at C={6 * params * tokens:.3g} FLOPs: {optimal.to_dict()}")
+    if points.excluded:
+        typer.echo(f"left out: {describe_excluded(points.excluded)}")
