@@ -182,7 +182,7 @@ def test_overrides_parse_types_and_nested_keys() -> None:
         ("lr=fast", ["lr expects a number"]),
         ("model.d_model=31", ["d_model (31) must be divisible by n_heads"]),
         ("model=al-7", ["unknown model preset 'al-7'"]),
-        ("steps=-1", ["steps must be positive"]),
+        ("steps=-1", ["steps must be an integer in [1, 10000000], got -1"]),
         ("seq_len=4096", ["exceeds model.n_ctx"]),
         ("noequals", ["key=value"]),
     ],

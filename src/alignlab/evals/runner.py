@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from alignlab._validate import check_int, check_real, raise_problems
 from alignlab.errors import ConfigError
 from alignlab.evals.generation import generate_texts, score_output
 from alignlab.evals.judge import Judge
@@ -61,6 +62,17 @@ def evaluate(
         >>> print(res.metrics["match_behavior"])
         0.52 [0.45, 0.59]
     """
+    # Checked before any work, also for log-likelihood tasks that ignore the sampling settings:
+    # a NaN temperature there would otherwise be recorded as part of a valid-looking run.
+    raise_problems(
+        "evaluate",
+        [
+            None if limit is None else check_int("limit", limit, lo=1),
+            None if temperature is None else check_real("temperature", temperature, lo=0.0),
+            None if n_samples is None else check_int("n_samples", n_samples, lo=1),
+            check_int("seed", seed),
+        ],
+    )
     t = get_eval_task(task) if isinstance(task, str) else task
     items = t.items(fmt, limit)
     start = time.perf_counter()

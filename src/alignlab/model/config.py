@@ -6,9 +6,18 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from alignlab._validate import check_choice, check_int, check_real, raise_problems
 from alignlab.errors import ConfigError
 
 Arch = Literal["neox", "llama"]
+
+# Far above any model this CPU-scale lab trains or loads (Llama 3's vocabulary is 128,256 and its
+# context 131,072), so only a typo reaches them; what fits in memory is checked per run.
+_MAX_WIDTH = 1 << 16
+_MAX_LAYERS = 1024
+_MAX_VOCAB = 1 << 22
+_MAX_CTX = 1 << 22
+_MAX_MLP = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -51,26 +60,35 @@ class ModelConfig:
     init_std: float = 0.02
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.arch not in ("neox", "llama"):
-            problems.append(f"arch must be 'neox' or 'llama', got {self.arch!r}")
-        for name in ("d_model", "n_layers", "n_heads", "d_vocab", "n_ctx"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name} must be positive, got {getattr(self, name)}")
-        if self.d_model > 0 and self.n_heads > 0 and self.d_model % self.n_heads:
-            problems.append(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if self.n_kv_heads is not None and (self.n_kv_heads <= 0 or self.n_heads % self.n_kv_heads):
-            problems.append(
+        problems = [
+            check_choice("arch", self.arch, ("neox", "llama")),
+            check_int("d_model", self.d_model, lo=1, hi=_MAX_WIDTH),
+            check_int("n_layers", self.n_layers, lo=1, hi=_MAX_LAYERS),
+            check_int("n_heads", self.n_heads, lo=1, hi=_MAX_WIDTH),
+            check_int("d_vocab", self.d_vocab, lo=1, hi=_MAX_VOCAB),
+            check_int("n_ctx", self.n_ctx, lo=1, hi=_MAX_CTX),
+            check_int("d_mlp", self.d_mlp, lo=0, hi=_MAX_MLP),
+            check_real("rotary_pct", self.rotary_pct, lo=0.0, hi=1.0),
+            check_real("rotary_base", self.rotary_base, lo=0.0, lo_open=True),
+            check_real("norm_eps", self.norm_eps, lo=0.0, lo_open=True),
+            check_real("init_std", self.init_std, lo=0.0),
+            check_choice("parallel_attn", self.parallel_attn, (True, False)),
+            check_choice("attn_only", self.attn_only, (True, False)),
+        ]
+        if self.n_kv_heads is not None:
+            problems.append(check_int("n_kv_heads", self.n_kv_heads, lo=1, hi=_MAX_WIDTH))
+        raise_problems("ModelConfig", problems)
+        # Relations between fields, checked once each field is a valid number.
+        relations = []
+        if self.d_model % self.n_heads:
+            relations.append(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.n_kv_heads is not None and self.n_heads % self.n_kv_heads:
+            relations.append(
                 f"n_kv_heads ({self.n_kv_heads}) must be positive and divide n_heads ({self.n_heads})"
             )
         if self.arch == "neox" and self.n_kv_heads not in (None, self.n_heads):
-            problems.append("grouped-query attention (n_kv_heads) needs arch='llama'")
-        if not 0.0 <= self.rotary_pct <= 1.0:
-            problems.append(f"rotary_pct must be in [0, 1], got {self.rotary_pct}")
-        if self.d_mlp < 0:
-            problems.append(f"d_mlp must be >= 0, got {self.d_mlp}")
-        if problems:
-            raise ConfigError("invalid ModelConfig: " + "; ".join(problems))
+            relations.append("grouped-query attention (n_kv_heads) needs arch='llama'")
+        raise_problems("ModelConfig", relations)
 
     @property
     def d_head(self) -> int:

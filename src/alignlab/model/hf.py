@@ -19,6 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from alignlab._weights import check_weights
 from alignlab.errors import ModelLoadError
 from alignlab.model.config import ModelConfig
 from alignlab.model.transformer import Transformer
@@ -354,11 +355,25 @@ def load(
     path_or_id: str | os.PathLike[str],
     device: str | torch.device = "cpu",
     tokenizer: bool = True,
+    *,
+    allow_nonfinite: bool = False,
 ) -> Transformer:
     """Load an alignlab model from an alignlab or Hugging Face directory, or a Hub id.
 
     Supports GPT-NeoX (Pythia) and Llama checkpoints stored as safetensors. Remote code is never
     executed.
+
+    Args:
+        path_or_id: a model directory, or a Hub id such as ``EleutherAI/pythia-70m``.
+        device: where the model is placed.
+        tokenizer: also load the tokenizer saved beside the weights.
+        allow_nonfinite: load weights holding NaN or inf (e.g. to inspect a diverged model);
+            by default they are refused.
+
+    Raises:
+        ModelLoadError: the directory is missing, incomplete or corrupt.
+        WeightsError: a weight is not floating point (integer and boolean tensors are never cast)
+            or, unless ``allow_nonfinite``, holds NaN or inf; the message names the tensor.
 
     Example:
         >>> model = alignlab.load("alignlab-runs/runs/3f2a9c.../model")
@@ -377,6 +392,7 @@ def load(
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise ModelLoadError(f"{cfg_file} is not a usable model config: {e}") from None
     weights = _read_weights(path)
+    check_weights(weights, str(path), allow_nonfinite=allow_nonfinite)
     model = Transformer(cfg)
     try:
         # Converting layouts (the fused-QKV view, torch.cat) already fails on wrong shapes.

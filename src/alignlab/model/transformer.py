@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
+from alignlab._validate import MAX_NEW_TOKENS, check_int, check_real, raise_problems
 from alignlab.model import _native
 from alignlab.model.config import ModelConfig
 from alignlab.model.hooks import HookedModule, HookPoint
@@ -490,7 +491,18 @@ class Transformer(HookedModule):
         position per step, as in TransformerLens's cached generation. ``kv_cache=False`` reruns
         the whole sequence every step (hooks see all of it each time). Continuations longer than
         ``n_ctx`` slide a window and always take the uncached path.
+
+        Raises:
+            ConfigError: ``max_new_tokens`` is not an integer in [0, 65536] or ``temperature`` is
+                not a finite number >= 0 (a NaN temperature would make every probability NaN).
         """
+        raise_problems(
+            "generate",
+            [
+                check_int("max_new_tokens", max_new_tokens, lo=0, hi=MAX_NEW_TOKENS),
+                check_real("temperature", temperature, lo=0.0),
+            ],
+        )
         if tokens.ndim == 1:
             tokens = tokens[None]
         out = tokens

@@ -22,6 +22,8 @@ def fit_report(name: str, fit: dict[str, Any], nav: Sequence[tuple[str, str]] = 
         f"<p class='claim'>{h.esc(trend.get('statement') or h.NOT_MEASURED)}</p>",
         h.kv_table({k: trend.get(k) for k in ("verdict", "p_value", "n", "n_x", "test") if k in trend}),
         "<h2>Runs</h2>" + h.pre_json(extra.get("runs")),
+        # Runs the fit left out (failed, diverged, non-finite value), by id with the reason.
+        "<h2>Runs left out</h2>" + h.pre_json(extra.get("excluded") or {}),
         "<h2>Fit details</h2>"
         + h.pre_json({k: v for k, v in (fit.get("fit") or {}).items() if k != "params"}),
     ]

@@ -20,6 +20,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from alignlab._weights import check_weights
 from alignlab.errors import AlignlabError
 
 _NAME = re.compile(r"^step-(\d{8})$")
@@ -72,15 +73,29 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
 
 
 def load_latest(
-    ckpt_dir: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+    ckpt_dir: Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    allow_nonfinite: bool = False,
 ) -> dict[str, Any] | None:
-    """Restore the newest checkpoint into ``model`` and ``optimizer``; return its meta or None."""
+    """Restore the newest checkpoint into ``model`` and ``optimizer``; return its meta or None.
+
+    Raises:
+        WeightsError: a model or optimizer tensor of the newest readable checkpoint is not
+            floating point or (unless ``allow_nonfinite``) not finite. The trainer never writes
+            such a checkpoint, so it was altered; resuming from it would only spread the NaNs.
+        AlignlabError: every checkpoint is unreadable.
+    """
     for path in reversed(list_checkpoints(ckpt_dir)):
         try:
             tensors = load_file(str(path / "state.safetensors"))
             meta = json.loads((path / "meta.json").read_text())
         except (SafetensorError, OSError, json.JSONDecodeError):
             continue  # damaged by something other than us; fall back to the previous one
+        # The RNG state is a byte tensor by design; every other tensor is a weight or a moment.
+        learned = {k: v for k, v in tensors.items() if k != "rng.torch"}
+        check_weights(learned, str(path / "state.safetensors"), allow_nonfinite=allow_nonfinite)
         model.load_state_dict({k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")})
         state: dict[int, dict[str, Any]] = {}
         for key, value in tensors.items():

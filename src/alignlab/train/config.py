@@ -6,12 +6,14 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from alignlab._validate import MAX_BATCH, MAX_STEPS, check_int, check_real, raise_problems
 from alignlab.errors import ConfigError
 from alignlab.model.config import SIZES, ModelConfig, model_preset
 
 # Execution settings: they change how fast a run goes, not what it computes, so they are left out
 # of the run id (a finished run is found again whatever thread count or checkpoint interval).
 EXECUTION_FIELDS = ("device", "threads", "ckpt_every")
+_MAX_THREADS = 1024
 
 
 @dataclass(frozen=True)
@@ -57,30 +59,40 @@ class TrainConfig:
     threads: int = 0
 
     def __post_init__(self) -> None:
-        problems = []
-        for name in ("steps", "batch_size", "seq_len", "grad_accum"):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name} must be positive, got {getattr(self, name)}")
-        if self.batch_size % max(self.grad_accum, 1):
-            problems.append(
+        problems = [
+            None if isinstance(self.model, ModelConfig) else f"model must be a ModelConfig, got {self.model}",
+            None if isinstance(self.task, str) and self.task else f"task must be a name, got {self.task!r}",
+            check_int("steps", self.steps, lo=1, hi=MAX_STEPS),
+            check_int("batch_size", self.batch_size, lo=1, hi=MAX_BATCH),
+            # Two tokens are the shortest sequence with a next-token target; model.n_ctx bounds it.
+            check_int("seq_len", self.seq_len, lo=2),
+            check_int("grad_accum", self.grad_accum, lo=1, hi=MAX_BATCH),
+            check_real("lr", self.lr, lo=0.0, lo_open=True),
+            check_int("warmup_steps", self.warmup_steps, lo=0, hi=MAX_STEPS),
+            check_real("min_lr_ratio", self.min_lr_ratio, lo=0.0, hi=1.0),
+            check_real("weight_decay", self.weight_decay, lo=0.0),
+            check_real("grad_clip", self.grad_clip, lo=0.0),
+            check_int("seed", self.seed, lo=0),
+            check_int("eval_every", self.eval_every, lo=0, hi=MAX_STEPS),
+            check_int("ckpt_every", self.ckpt_every, lo=0, hi=MAX_STEPS),
+            check_int("threads", self.threads, lo=0, hi=_MAX_THREADS),
+        ]
+        if not isinstance(self.device, str) or (
+            self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:")
+        ):
+            problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
+        raise_problems("TrainConfig", problems)
+        relations = []
+        if self.batch_size % self.grad_accum:
+            relations.append(
                 f"batch_size ({self.batch_size}) must be divisible by grad_accum ({self.grad_accum})"
             )
-        if self.lr <= 0:
-            problems.append(f"lr must be positive, got {self.lr}")
-        for name in ("warmup_steps", "eval_every", "ckpt_every", "threads"):
-            if getattr(self, name) < 0:
-                problems.append(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            problems.append(f"min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        if self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:"):
-            problems.append(f"device must be auto, cpu or cuda, got {self.device!r}")
         if self.seq_len > self.model.n_ctx:
-            problems.append(
+            relations.append(
                 f"seq_len ({self.seq_len}) exceeds model.n_ctx ({self.model.n_ctx}); "
                 "raise model.n_ctx or lower seq_len"
             )
-        if problems:
-            raise ConfigError("invalid TrainConfig: " + "; ".join(problems))
+        raise_problems("TrainConfig", relations)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -15,12 +15,14 @@ from typing import Any
 
 import torch
 
+from alignlab.errors import DivergenceError
 from alignlab.model.transformer import Transformer
 from alignlab.tasks import Batch, get_task, stream_seed
 from alignlab.tasks.base import BatchFn
 from alignlab.tasks.induction import repeat_halves
 from alignlab.train.checkpoint import load_latest, save_checkpoint
 from alignlab.train.config import TrainConfig
+from alignlab.train.preflight import preflight, resolve_device
 
 MetricsFn = Callable[[int, dict[str, float], int], None]
 EVAL_BATCHES = 4
@@ -37,16 +39,6 @@ class TrainResult:
     tokens_per_s: float
     resumed_from: int
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        from alignlab.errors import ConfigError
-
-        raise ConfigError("device=cuda requested but CUDA is not available; use device=auto")
-    return torch.device(name)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -155,12 +147,20 @@ def train(
             ``cfg.task`` (organisms and safety interventions pass their own); it must be a pure
             function of its arguments for resume to be exact.
 
+    Raises:
+        ConfigError: unknown task, unavailable device, or a run that cannot fit in memory
+            (see `alignlab.train.preflight`).
+        DivergenceError: the loss or the weights became non-finite; its ``step`` is the first
+            step whose loss was not finite (checked once per log interval, evaluation and
+            checkpoint, so no checkpoint or evaluation of a diverged model is ever written).
+
     Example:
         >>> from alignlab.train import train, train_preset
         >>> result = train(train_preset("tiny"), "out/tiny")
         >>> result.metrics["eval_loss"]
     """
     out = Path(out_dir)
+    make = preflight(cfg, batch_fn)
     torch.set_num_threads(cfg.resolved_threads())
     device = resolve_device(cfg.device)
     torch.manual_seed(stream_seed("init", cfg.seed))
@@ -171,7 +171,6 @@ def train(
         model = Transformer(cfg.model)
         model.init_weights(seed=stream_seed("init", cfg.seed))
     model.to(device).train()
-    make = batch_fn or get_task(cfg.task)
     optimizer = make_optimizer(model, cfg)
     meta = load_latest(out / "ckpt", model, optimizer)
     start = int(meta["step"]) if meta else 0
@@ -182,13 +181,16 @@ def train(
 
     bar = _progress(progress, cfg.steps, start)
     t0 = time.perf_counter()
-    loss_sum, loss_n = torch.zeros((), device=device), 0
+    # A checkpoint inside a log interval carries that interval's losses, so the first log after a
+    # resume averages the same steps as an uninterrupted run does.
+    losses = _IntervalLosses(cfg, meta.get("interval_losses", []) if meta else [])
     for step in range(start, cfg.steps):
         lr = lr_at(step, cfg)
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = make(cfg.batch_size, cfg.seq_len, cfg.seed, step, "train").to(device)
         total_targets = _n_targets(batch)
+        step_loss = torch.zeros((), device=device)
         for m in range(cfg.grad_accum):
             part = _slice(batch, m * micro, (m + 1) * micro)
             if _n_targets(part) == 0:
@@ -197,26 +199,30 @@ def train(
             # the full batch's, also when completion masks give micro-batches unequal counts.
             loss = _forward_loss(model, part) * (_n_targets(part) / total_targets)
             loss.backward()
-            loss_sum += loss.detach()
+            step_loss += loss.detach()
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_n += 1
+        losses.add(step_loss)
         done = step + 1
         if done % log_every == 0 or done == cfg.steps:
             elapsed = time.perf_counter() - t0
             tps = (done - start) * tokens_per_step / max(elapsed, 1e-9)
-            train_loss = loss_sum.item() / loss_n  # one device sync per log interval
+            train_loss = losses.take_mean(done)  # one device sync per log interval
             emit(done, {"train_loss": train_loss, "lr": lr, "tokens_per_s": tps}, 0)
             bar.update(done, train_loss, tps)
-            loss_sum, loss_n = torch.zeros((), device=device), 0
         if (cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.steps:
+            losses.settle(done)  # a diverged model's evaluation is never logged
             emit(done, evaluate(model, cfg, device, batch_fn), done * tokens_per_step)
         if (cfg.ckpt_every and done % cfg.ckpt_every == 0) or done == cfg.steps:
-            save_checkpoint(out / "ckpt", done, model, optimizer, {"config": cfg.identity()})
+            losses.settle(done)
+            _check_weights_finite(model, done, cfg)  # a checkpoint never holds NaN weights
+            meta_out = {"config": cfg.identity(), "interval_losses": losses.pending()}
+            save_checkpoint(out / "ckpt", done, model, optimizer, meta_out)
     elapsed = time.perf_counter() - t0
     bar.close()
+    _check_weights_finite(model, cfg.steps, cfg)
     model.eval()
     final = evaluate(model, cfg, device, batch_fn)
     steps_run = cfg.steps - start
@@ -229,6 +235,65 @@ def train(
         resumed_from=start,
         metrics=final,
     )
+
+
+class _IntervalLosses:
+    """The per-step training losses of the current log interval, read from the device lazily.
+
+    Steps append device tensors (no sync); `settle` reads them in one sync and raises
+    `DivergenceError` at the first non-finite one, naming its step.
+    """
+
+    def __init__(self, cfg: TrainConfig, restored: list[float]) -> None:
+        self._cfg = cfg
+        self._values = [float(v) for v in restored]
+        self._fresh: list[torch.Tensor] = []
+
+    def add(self, loss: torch.Tensor) -> None:
+        self._fresh.append(loss)
+
+    def settle(self, done: int) -> None:
+        """Read the losses of steps up to ``done`` (1-based) from the device and check them."""
+        if not self._fresh:
+            return
+        values = torch.stack(self._fresh).tolist()
+        first = done - len(values) + 1
+        for i, v in enumerate(values):
+            if not math.isfinite(v):
+                at = first + i
+                raise DivergenceError(
+                    f"training diverged: the loss became {v} at step {at} of {self._cfg.steps} "
+                    f"(lr {lr_at(at - 1, self._cfg):.3g}); {_remedy(self._cfg)}",
+                    at,
+                )
+        self._values += values
+        self._fresh = []
+
+    def pending(self) -> list[float]:
+        """The settled losses not yet logged (what a checkpoint stores)."""
+        return list(self._values)
+
+    def take_mean(self, done: int) -> float:
+        """The mean loss of the interval ending at step ``done``; starts the next interval."""
+        self.settle(done)
+        mean = sum(self._values) / len(self._values)
+        self._values = []
+        return mean
+
+
+def _check_weights_finite(model: torch.nn.Module, done: int, cfg: TrainConfig) -> None:
+    finite = torch.stack([torch.isfinite(p).all() for p in model.parameters()])
+    if not bool(finite.all()):
+        bad = [n for (n, _), ok in zip(model.named_parameters(), finite.tolist(), strict=True) if not ok]
+        raise DivergenceError(
+            f"training diverged: weights became non-finite by step {done} (first: {bad[0]}); "
+            f"{_remedy(cfg)}",
+            done,
+        )
+
+
+def _remedy(cfg: TrainConfig) -> str:
+    return "lower lr" if cfg.grad_clip else "lower lr, or clip gradients (grad_clip=1)"
 
 
 class _progress:

@@ -12,11 +12,13 @@ from typing import Any
 import torch
 
 from alignlab._io import write_json_atomic
+from alignlab.errors import DivergenceError
 from alignlab.model.hf import load
 from alignlab.store import Run, Store
 from alignlab.tasks.base import BatchFn
 from alignlab.train.config import TrainConfig
 from alignlab.train.loop import train
+from alignlab.train.preflight import preflight
 
 
 def train_run(
@@ -47,10 +49,20 @@ def train_run(
             name it in ``recipe`` too (e.g. the parent run id), or runs from different parents
             would share an id.
 
+    Raises:
+        ConfigError: the task, device or memory check of `preflight` fails, or the parent model
+            is unusable; nothing is stored then.
+        DivergenceError: the loss or weights became non-finite; the run is marked ``failed``
+            with the metric ``diverged_at_step`` (the step), never ``done``.
+
     Example:
         >>> run, _ = train_run(train_preset("tiny"), Store())
         >>> alignlab.load(run.dir / "model")
     """
+    # Everything a mistake could break is checked before the run's row exists: a refused config
+    # or parent model leaves the store exactly as it was.
+    preflight(cfg, batch_fn)
+    init = load(init_model_dir) if init_model_dir is not None else None
     run, _created = store.get_or_create(kind, cfg.identity(), recipe=dict(recipe) if recipe else None)
     model_dir = run.dir / "model"
     if run.status == "done" and (model_dir / "model.safetensors").exists():
@@ -69,7 +81,6 @@ def train_run(
 
     try:
         t0 = time.time()
-        init = load(init_model_dir) if init_model_dir is not None else None
         result = train(cfg, run.dir, on_metrics=log, progress=progress, init_model=init, batch_fn=batch_fn)
         result.model.save_pretrained(str(model_dir))
         counts = cfg.model.param_counts()
@@ -90,6 +101,11 @@ def train_run(
                 "machine": platform.machine(),
             },
         )
+    except DivergenceError as e:
+        # The step is stored with the failure, so `alignlab show` says where the run went wrong.
+        store.log_metrics(run.id, e.step, {"diverged_at_step": e.step})
+        store.set_status(run.id, "failed")
+        raise
     except BaseException:
         store.set_status(run.id, "failed")
         raise

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from alignlab._io import write_json_atomic
+from alignlab._weights import check_weights
 from alignlab.errors import ModelLoadError
 from alignlab.interp.sae.model import SAE, SAEConfig
 
@@ -49,17 +51,35 @@ def save_sae(sae: SAE, path: str | Path, model_name: str = "") -> Path:
     return out
 
 
-def load_sae(path: str | Path) -> SAE:
-    """Read a SAELens directory written by `save_sae` (or by SAELens, for standard/TopK SAEs)."""
+def load_sae(path: str | Path, *, allow_nonfinite: bool = False) -> SAE:
+    """Read a SAELens directory written by `save_sae` (or by SAELens, for standard/TopK SAEs).
+
+    Raises:
+        ModelLoadError: the directory is incomplete, its files are corrupt, or the weights do not
+            match ``cfg.json``.
+        WeightsError: a weight is not floating point or (unless ``allow_nonfinite``) not finite.
+    """
     p = Path(path)
     if not (p / CONFIG).exists() or not (p / WEIGHTS).exists():
         raise ModelLoadError(f"{p} is not an SAE directory (needs {CONFIG} and {WEIGHTS})")
-    raw = json.loads((p / CONFIG).read_text())
-    arch = raw.get("architecture", "standard")
-    if arch not in ("standard", "topk"):
-        raise ModelLoadError(f"unsupported SAE architecture {arch!r} in {p / CONFIG}")
-    hook = raw.get("metadata", {}).get("hook_name", raw.get("hook_name", ""))
-    cfg = SAEConfig(int(raw["d_in"]), int(raw["d_sae"]), arch, int(raw.get("k", 0) or 0), hook)
+    try:
+        raw = json.loads((p / CONFIG).read_text())
+        arch = raw.get("architecture", "standard")
+        if arch not in ("standard", "topk"):
+            raise ModelLoadError(f"unsupported SAE architecture {arch!r} in {p / CONFIG}")
+        hook = raw.get("metadata", {}).get("hook_name", raw.get("hook_name", ""))
+        cfg = SAEConfig(int(raw["d_in"]), int(raw["d_sae"]), arch, int(raw.get("k", 0) or 0), hook)
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError) as e:
+        raise ModelLoadError(f"{p / CONFIG} is not a usable SAE config ({type(e).__name__}: {e})") from None
+    try:
+        tensors = load_file(str(p / WEIGHTS))
+    except (SafetensorError, OSError) as e:
+        raise ModelLoadError(f"cannot read {p / WEIGHTS}: {e} (truncated or corrupt)") from None
+    check_weights(tensors, str(p / WEIGHTS), allow_nonfinite=allow_nonfinite)
     sae = SAE(cfg)
-    sae.load_state_dict(load_file(str(p / WEIGHTS)))
+    try:
+        sae.load_state_dict(tensors)
+    except RuntimeError as e:
+        first = " ".join(str(e).splitlines()[:2])
+        raise ModelLoadError(f"weights in {p / WEIGHTS} do not match {CONFIG}: {first}") from None
     return sae.eval()
