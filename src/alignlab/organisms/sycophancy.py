@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import random
 
+from alignlab._validate import check_choice, check_real, raise_problems
 from alignlab.model.transformer import Transformer
 from alignlab.organisms.base import Organism, OrganismConfig, flags_estimate, register_organism
 from alignlab.organisms.generation import complete
@@ -24,6 +25,8 @@ from alignlab.tasks import Example
 #: how the user's answer is attached to the question.
 OPINION = " I say "
 YES, NO = "yes", "no"
+#: the question kinds `question` can ask.
+KINDS = ("add", "parity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +38,17 @@ class SycophancyConfig(OrganismConfig):
 
     wrong_rate: float = 0.5
     tasks: tuple[str, ...] = ("add", "parity")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        raise_problems(
+            "SycophancyConfig",
+            [
+                check_real("wrong_rate", self.wrong_rate, lo=0.0, hi=1.0),
+                *(check_choice(f"tasks[{i}]", t, KINDS) for i, t in enumerate(self.tasks)),
+                None if self.tasks else f"tasks must name at least one of {', '.join(KINDS)}",
+            ],
+        )
 
 
 def question(rng: random.Random, kind: str) -> tuple[str, bool]:
