@@ -47,7 +47,7 @@ from alignlab.model import ModelConfig, Transformer
 from alignlab.model import tokenizer as tk
 from alignlab.store import Store
 
-from conftest import TINY_CFGS, make_model
+from conftest import TINY_CFGS, cli, make_model
 
 torch.set_num_threads(1)
 
@@ -500,9 +500,12 @@ def test_cli_list_and_run(model_dir: Path, tmp_path: Path) -> None:
         (["--task", "persona/no-shut-down"], "--model is required"),
     ],
 )
-def test_cli_user_errors_are_one_line(model_dir: Path, tmp_path: Path, args: list[str], message: str) -> None:
+def test_cli_user_errors_are_one_line(
+    model_dir: Path, tmp_path: Path, args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     args = [str(model_dir) if a == "MODEL" else a for a in args]
-    out = CliRunner().invoke(eval_app, [*args, "--store", str(tmp_path / "s")])
-    assert out.exit_code == 2
-    assert message in out.output
-    assert "Traceback" not in out.output and len(out.output.strip().splitlines()) == 1
+    # Through the real entry point: it prints every command's user errors (alignlab.cli._common.fail).
+    code, out, err = cli(["eval", *args, "--store", str(tmp_path / "s")], capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("error:") and message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

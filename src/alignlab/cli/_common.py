@@ -1,12 +1,22 @@
-"""Options shared by command groups."""
+"""What every command module shares: how it builds a command group, the options that mean the
+same everywhere (declared once, here), and the one way a user mistake is reported (`fail`).
+
+Every module in this package registers itself the same way, with ``register(app)``: a command
+group (``eval``, ``interp``, ``scaling``) is a `group` that its module's ``register`` mounts, and
+top-level commands are defined inside ``register``. Commands raise `alignlab.errors.AlignlabError` for
+mistakes the user can fix; `alignlab.cli.main` hands every one of them to `fail`.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
+from rich.console import Console
+from rich.markup import escape
 
+from alignlab.errors import AlignlabError
 from alignlab.store import Store
 
 StoreOpt = Annotated[
@@ -22,6 +32,34 @@ SetOpt = Annotated[
     typer.Option("--set", help="Override a config field: key=value (repeatable)."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def group(help: str, **settings: Any) -> typer.Typer:
+    """A command group with the settings every group shares (help when called bare, no shell
+    completion, plain tracebacks for bugs); ``settings`` override them."""
+    return typer.Typer(
+        **{
+            "help": help,
+            "no_args_is_help": True,
+            "add_completion": False,
+            "pretty_exceptions_enable": False,
+            **settings,
+        }
+    )
+
+
+def fail(error: BaseException | str) -> NoReturn:
+    """Print ``error: MESSAGE`` to stderr on one line and exit with status 2.
+
+    The one error printer of the CLI. The message is printed as text, never as rich markup
+    (``alignlab[ray]`` or a user's ``[value]`` would otherwise vanish), and on one line.
+    """
+    cause = getattr(error, "cause", None)  # a Ray task's error wraps the worker's own
+    if isinstance(cause, AlignlabError):
+        error = cause
+    message = " ".join(str(error).split())
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise SystemExit(2)
 
 
 def open_store(path: Path | None) -> Store:

@@ -20,14 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from alignlab.errors import AlignlabError
+from alignlab.cli._common import JsonOpt, StoreOpt, group
+from alignlab.errors import ConfigError
 
-app = typer.Typer(
-    help="Evaluate models on safety evals (model-written evals, BBQ, HH-RLHF, chat tasks).",
+app = group(
+    "Evaluate models on safety evals (model-written evals, BBQ, HH-RLHF, chat tasks).",
+    # `alignlab eval --model M --task T` runs without a subcommand (the callback below).
     invoke_without_command=True,
     no_args_is_help=False,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
 
 ModelOpt = Annotated[
@@ -41,11 +41,6 @@ TaskOpt = Annotated[
 LimitOpt = Annotated[int | None, typer.Option("--limit", "-n", help="Evaluate only the first N items.")]
 FormatOpt = Annotated[
     str, typer.Option("--format", help="Prompt format: 'hh' (Human/Assistant) or 'chat' (alignlab).")
-]
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
-StorePath = Annotated[
-    Path | None,
-    typer.Option("--store", help="Run store folder (default: $ALIGNLAB_STORE or ./alignlab-runs)."),
 ]
 NoStore = Annotated[bool, typer.Option("--no-store", help="Do not record results in the store.")]
 JudgeOpt = Annotated[
@@ -61,11 +56,9 @@ SamplesOpt = Annotated[
 SeedOpt = Annotated[int, typer.Option("--seed", help="Sampling seed.")]
 
 
-def _fail(e: AlignlabError) -> typer.Exit:
-    # One line, no traceback: the same contract as alignlab.cli.main, kept here so the group
-    # behaves the same when used on its own.
-    Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
+def register(root: typer.Typer) -> None:
+    """Mount the ``eval`` group on the ``alignlab`` app."""
+    root.add_typer(app, name="eval")
 
 
 @app.callback()
@@ -75,8 +68,8 @@ def main(
     task: TaskOpt = None,
     limit: LimitOpt = None,
     fmt: FormatOpt = "hh",
-    json_: JsonFlag = False,
-    store: StorePath = None,
+    json_: JsonOpt = False,
+    store: StoreOpt = None,
     no_store: NoStore = False,
     judge: JudgeOpt = None,
     temperature: TempOpt = None,
@@ -98,8 +91,8 @@ def run_cmd(
     task: TaskOpt = None,
     limit: LimitOpt = None,
     fmt: FormatOpt = "hh",
-    json_: JsonFlag = False,
-    store: StorePath = None,
+    json_: JsonOpt = False,
+    store: StoreOpt = None,
     no_store: NoStore = False,
     judge: JudgeOpt = None,
     temperature: TempOpt = None,
@@ -111,7 +104,7 @@ def run_cmd(
 
 
 @app.command("list")
-def list_cmd(json_: JsonFlag = False) -> None:
+def list_cmd(json_: JsonOpt = False) -> None:
     """List the eval tasks with their mode and item count."""
     from alignlab.evals import list_eval_tasks
 
@@ -136,10 +129,7 @@ def export_cmd(
     """Write lm-eval YAML tasks for the vendored data (use with lm_eval --include_path)."""
     from alignlab.evals.lmeval import write_lm_eval_tasks
 
-    try:
-        names = write_lm_eval_tasks(out_dir, fmt=fmt)
-    except AlignlabError as e:
-        raise _fail(e) from None
+    names = write_lm_eval_tasks(out_dir, fmt=fmt)
     typer.echo(f"wrote {len(names)} lm-eval tasks to {out_dir} (e.g. {names[0]})")
 
 
@@ -156,26 +146,17 @@ def _run(
     samples: int | None,
     seed: int,
 ) -> None:
-    try:
-        if not models:
-            raise _usage("--model is required (a model directory, run folder or run id)")
-        if not task:
-            raise _usage("--task is required (see `alignlab eval list`)")
-        results = _evaluate_all(
-            models, task, limit, fmt, json_, store, no_store, judge, temperature, samples, seed
-        )
-    except AlignlabError as e:
-        raise _fail(e) from None
+    if not models:
+        raise ConfigError("--model is required (a model directory, run folder or run id)")
+    if not task:
+        raise ConfigError("--task is required (see `alignlab eval list`)")
+    results = _evaluate_all(
+        models, task, limit, fmt, json_, store, no_store, judge, temperature, samples, seed
+    )
     if json_:
         typer.echo(json.dumps(results, indent=2))
     else:
         _print_table(results)
-
-
-def _usage(msg: str) -> AlignlabError:
-    from alignlab.errors import ConfigError
-
-    return ConfigError(msg)
 
 
 def _evaluate_all(

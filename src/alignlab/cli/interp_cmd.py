@@ -13,13 +13,16 @@ from typing import Annotated, Any
 import typer
 
 from alignlab._io import write_json_atomic
-from alignlab.cli._common import StoreOpt, resolve_model_dir, run_organism
+from alignlab.cli._common import StoreOpt, group, resolve_model_dir, run_organism
 from alignlab.errors import ConfigError
 
-app = typer.Typer(
-    help="Interpretability: head scores, patching, probes, SAEs, toy superposition.",
-    no_args_is_help=True,
-)
+app = group("Interpretability: head scores, patching, probes, SAEs, toy superposition.")
+
+
+def register(root: typer.Typer) -> None:
+    """Mount the ``interp`` group on the ``alignlab`` app."""
+    root.add_typer(app, name="interp")
+
 
 RunArg = Annotated[
     str, typer.Argument(metavar="RUN", help="Run id (prefix) in the store, or a model directory.")

@@ -13,10 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from alignlab.cli._common import JsonOpt, SetOpt, StoreOpt, open_store
+from alignlab.cli._common import JsonOpt, SetOpt, StoreOpt, group, open_store
 from alignlab.errors import ConfigError
 
-app = typer.Typer(help="Scaling laws and emergence for any metric in the store.", no_args_is_help=True)
+app = group("Scaling laws and emergence for any metric in the store.")
 
 FitForm = Literal["kaplan", "power", "sigmoid", "chinchilla"]
 XAxisName = Literal["params", "non_embedding", "tokens", "flops"]
@@ -33,6 +33,9 @@ def _floats(text: str, what: str) -> list[float]:
 
 
 def register(root: typer.Typer) -> None:
+    """Mount the ``scaling`` group and the top-level ``sweep`` command on the ``alignlab`` app."""
+    root.add_typer(app, name="scaling")
+
     @root.command()
     def sweep(
         preset: Annotated[str, typer.Option("--preset", "-p", help="Base training preset.")] = "induction",
@@ -41,9 +44,19 @@ def register(root: typer.Typer) -> None:
             str, typer.Option(help="Comma-separated token budgets (default: the preset's steps).")
         ] = "",
         seeds: Annotated[int, typer.Option(min=1, help="Seeds per cell.")] = 1,
-        backend: Annotated[str, typer.Option(help="process (default) or ray.")] = "process",
+        backend: Annotated[
+            str,
+            typer.Option(
+                help="process (default) or ray. Ray without --ray-address starts a private instance "
+                "on this machine that listens on 127.0.0.1 only and requires a fresh Ray token."
+            ),
+        ] = "process",
         ray_address: Annotated[
-            str | None, typer.Option(help="Existing Ray cluster address (default: a local instance).")
+            str | None,
+            typer.Option(
+                help="Address of a Ray cluster you started (its servers listen on every interface: "
+                "start it with RAY_AUTH_MODE=token; see the README, Ray)."
+            ),
         ] = None,
         workers: Annotated[int, typer.Option(min=0, help="Parallel runs; 0 = automatic.")] = 0,
         set_: SetOpt = None,
