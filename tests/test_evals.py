@@ -47,7 +47,7 @@ from alignlab.model import ModelConfig, Transformer
 from alignlab.model import tokenizer as tk
 from alignlab.store import Store
 
-from conftest import TINY_CFGS, cli, make_model
+from conftest import FORWARD_ULPS, TINY_CFGS, assert_close_rel, cli, make_model
 
 torch.set_num_threads(1)
 
@@ -258,7 +258,11 @@ def test_scoring_paths_equal_one_forward_per_choice(name: str) -> None:
         for j, cont in enumerate(req.continuations):
             ref = _manual(m, req.context, cont)
             for row in rows:
-                assert abs(row[j].logprob - ref) < 1e-4, (req.context[:20], cont)
+                # Other batches and kernels: each token's log-prob carries its logits' rounding,
+                # relative to the summed log-likelihood (<= 0 terms, no cancellation); measured
+                # <= 1.5 eps of it (default, avx2).
+                what = f"{req.context[:20]!r} + {cont!r}"
+                assert_close_rel(row[j].logprob, ref, ulps=FORWARD_ULPS, what=what, dtype=torch.float32)
             assert rows[0][j].n_tokens == len(tk.encode(cont)) + req.context.endswith(" ")
             assert rows[0][j].is_greedy == rows[1][j].is_greedy == rows[2][j].is_greedy
 
@@ -284,7 +288,8 @@ def test_hf_scorer_matches_alignlab(model: Transformer, tmp_path: Path) -> None:
     ours = make_scorer(model).score(REQUESTS)
     for a_row, b_row in zip(hf_scores, ours, strict=True):
         for a, b in zip(a_row, b_row, strict=True):
-            assert abs(a.logprob - b.logprob) < 1e-4
+            # As in test_scoring_paths_equal_one_forward_per_choice.
+            assert_close_rel(a.logprob, b.logprob, ulps=FORWARD_ULPS, what="HF", dtype=torch.float32)
             assert a.is_greedy == b.is_greedy
 
 
