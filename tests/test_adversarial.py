@@ -112,9 +112,11 @@ def test_adversarial_training_end_to_end(tag_model: alignlab.Transformer, tmp_pa
     assert after["redteam_success"].value < before["redteam_success"].value / 2
 
     # The artefact: stored atomically, read back whole.
-    path = write_json_atomic(tmp_path / "red_team_prompts.json", doses[-1].red_team)
+    ((name, record),) = doses[-1].artefacts.items()
+    path = write_json_atomic(tmp_path / name, record)
     art = json.loads(path.read_text())
-    assert art == doses[-1].red_team and art["format"] == ARTEFACT_FORMAT
+    assert name == "red_team_prompts.json" and record is doses[-1].red_team
+    assert art == record and art["format"] == ARTEFACT_FORMAT
     assert art["grammar"]["tags"] == list(GRAMMAR.tags) and art["trigger"] == TRIGGER
     train = art["training_search"]
     assert train["successes"] == len(train["found"]) > 0

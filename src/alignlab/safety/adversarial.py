@@ -45,6 +45,8 @@ from alignlab.stats import Estimate
 from alignlab.tasks import Batch, Example, collate, stream_seed
 
 ARTEFACT_FORMAT = "alignlab.red-team/v1"
+#: The artefact's file name in a safety run's folder.
+RED_TEAM_FILE = "red_team_prompts.json"
 #: Where an edit may go. "condition": wherever the organism puts its own condition
 #: (`Organism.insert_condition`: any character position for ``backdoor``, the year field for
 #: ``code-vuln``); the others are word boundaries of the clean prompt.
@@ -418,6 +420,11 @@ class AdversarialDose(Dose):
     with `alignlab._io.write_json_atomic` (e.g. as ``red_team_prompts.json``)."""
 
     red_team: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def artefacts(self) -> dict[str, dict[str, Any]]:
+        """Files to store beside the dose-response rows: ``{"red_team_prompts.json": red_team}``."""
+        return {RED_TEAM_FILE: self.red_team}
 
 
 def adversarial_training(
