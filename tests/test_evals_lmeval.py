@@ -4,7 +4,7 @@ The model is trained from scratch with alignlab's character tokenizer (a plain A
 with ``save_pretrained`` to a Hugging Face GPT-NeoX directory, and scored by lm-eval's `HFLM`
 through the YAML tasks alignlab writes. On 240 advanced-ai-risk items (including the power-seeking
 items that list up to six options and whose longest contexts are left-truncated) alignlab must
-choose the same answer on every item and agree on every log-likelihood within 1e-4.
+choose the same answer on every item and agree on every log-likelihood up to float32 rounding.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from alignlab.evals.lmeval import lm_eval_task_name, write_lm_eval_tasks
 from alignlab.evals.tiny import hh_text, train_tiny_text_model
 from alignlab.model import Transformer
 from alignlab.model import tokenizer as tk
+
+from conftest import FORWARD_ULPS, assert_close_rel
 
 torch.set_num_threads(1)
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -77,7 +79,6 @@ def test_lm_eval_cross_check(tiny: tuple[Path, Transformer], tmp_path: Path) -> 
     )
     loaded = alignlab.load(path)
     n_items = n_truncated = 0
-    worst = 0.0
     for name, limit in CROSS.items():
         ours = evaluate(loaded, name, limit=limit)
         theirs = sorted(out["samples"][lm_eval_task_name(name)], key=lambda s: s["doc_id"])
@@ -88,14 +89,16 @@ def test_lm_eval_cross_check(tiny: tuple[Path, Transformer], tmp_path: Path) -> 
             ll = [float(r[0]) for r in s["filtered_resps"]]
             assert mine.logprobs is not None and len(ll) == len(mine.logprobs)
             assert ll.index(max(ll)) == mine.choice, mine.id
-            worst = max(worst, *(abs(a - b) for a, b in zip(ll, mine.logprobs, strict=True)))
+            # transformers' modules vs ours: each token's log-prob carries its logits' rounding,
+            # relative to the summed log-likelihood (<= 0 terms); measured <= 1.7 eps of it.
+            for a, b in zip(ll, mine.logprobs, strict=True):
+                assert_close_rel(a, b, ulps=FORWARD_ULPS, what=mine.id, dtype=torch.float32)
             n_items += 1
             n_truncated += len(s["arguments"][0][0]) + 1 > loaded.cfg.n_ctx
         acc = out["results"][lm_eval_task_name(name)]["acc,none"]
         assert abs(acc - ours.metrics["match_behavior"].value) < 1e-12
     assert n_items >= 200
     assert n_truncated >= 1  # lm-eval's left truncation is exercised and matched
-    assert worst < 1e-4, worst
 
 
 def test_cli_on_trained_model(tiny: tuple[Path, Transformer]) -> None:
