@@ -222,3 +222,25 @@ def test_generate_stop_token_keeps_rows_aligned() -> None:
     assert finish[0] == 5
     assert torch.equal(out, expected[:, : max(finish)])
     assert (out[0, 4:] == stop).all()
+
+
+def test_generate_several_stop_tokens_end_rows_and_pad_with_the_first() -> None:
+    model = make_model(TINY_CFGS["neox-parallel"])
+    prompt = random_tokens(2, 4, seed=11)
+    free = model.generate(prompt, max_new_tokens=4)
+    # Row 0 emits the second stop token first; a row that stopped emits the first one after.
+    stops = [(int(free[0, 4]) + 1) % model.cfg.d_vocab, int(free[0, 4])]
+    out = model.generate(prompt, max_new_tokens=4, stop_token=stops)
+    expected, finish = free.clone(), []
+    for row in range(2):
+        hits = torch.isin(free[row, 4:], torch.tensor(stops)).nonzero()
+        if len(hits):
+            first = 4 + int(hits[0])
+            expected[row, first + 1 :] = stops[0]
+            finish.append(first + 1)
+        else:
+            finish.append(free.shape[1])
+    assert finish[0] == 5
+    assert torch.equal(out, expected[:, : max(finish)])
+    assert out.shape[1] > 5  # row 1 runs on, so row 0's padding is visible
+    assert (out[0, 5:] == stops[0]).all() and int(out[0, 4]) == stops[1]

@@ -10,7 +10,7 @@ Example:
 """
 
 from alignlab.evals.data import DataError, Field, Row, data_path, read_jsonl
-from alignlab.evals.generation import GenerationSpec, generate_texts, score_output
+from alignlab.evals.generation import GenerationSpec, generate_ids, generate_texts, left_pad, score_output
 from alignlab.evals.judge import REFUSAL_JUDGE, Judge, ModelJudge, RuleJudge
 from alignlab.evals.loglik import (
     HFScorer,
@@ -60,8 +60,10 @@ __all__ = [
     "eval_task",
     "evaluate",
     "format_question",
+    "generate_ids",
     "generate_texts",
     "get_eval_task",
+    "left_pad",
     "list_eval_tasks",
     "log_result",
     "make_scorer",

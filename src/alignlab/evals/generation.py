@@ -91,6 +91,54 @@ def _cut(text: str, stop: Sequence[str]) -> str:
     return text[: min(ends)] if ends else text
 
 
+def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows left-padded with ``pad`` to one width: ``(tokens, attention_mask)``.
+
+    alignlab models count positions over real tokens, so a padded row continues exactly as the
+    row alone would.
+    """
+    width = max(len(r) for r in rows)
+    tokens = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        tokens[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        mask[i, width - len(r) :] = 1
+    return tokens, mask
+
+
+@torch.no_grad()
+def generate_ids(
+    model: Transformer,
+    rows: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    *,
+    pad: int,
+    eos: int,
+    stop_ids: Sequence[int] = (),
+    temperature: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    """The new token ids of each row's continuation, all rows in one left-padded batch.
+
+    A row ends at ``eos`` (dropped, with everything after it) or at one of ``stop_ids`` (kept).
+    `Transformer.generate` decodes with its KV cache, so attached hooks see the prompt once and
+    then one position per step.
+    """
+    tokens, mask = left_pad(rows, pad)
+    out = model.generate(
+        tokens.to(model.device),
+        max_new_tokens,
+        temperature=temperature,
+        stop_token=[eos, *stop_ids],
+        generator=generator,
+        attention_mask=mask.to(model.device),
+    )
+    new: list[list[int]] = []
+    for row in out[:, tokens.shape[1] :].tolist():
+        new.append(row[: row.index(eos)] if eos in row else row)
+    return new
+
+
 @torch.no_grad()
 def generate_texts(
     model: Transformer,
@@ -103,8 +151,7 @@ def generate_texts(
 ) -> list[list[str]]:
     """``spec.n_samples`` continuations of each prompt (BOS + prompt), cut at stop strings.
 
-    Prompts are left-padded into batches: alignlab models count positions over real tokens, so
-    a padded row gives the same continuation as the prompt alone.
+    Prompts are left-padded into batches (`generate_ids`), shortest first.
 
     Example:
         >>> generate_texts(model, ["User: copy abc\\nAssistant: "], GenerationSpec())
@@ -123,18 +170,17 @@ def generate_texts(
     outs: dict[int, str] = {}
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        rows = [encoded[j] for j in idx]
-        width = max(len(r) for r in rows)
-        tokens = torch.full((len(rows), width), pad, dtype=torch.long)
-        attn = torch.zeros((len(rows), width), dtype=torch.long)
-        for b, r in enumerate(rows):
-            tokens[b, width - len(r) :] = torch.tensor(r)
-            attn[b, width - len(r) :] = 1
-        new = _decode_loop(model, tokens.to(model.device), attn.to(model.device), spec, [eos, *stop_ids], gen)
-        for b, j in enumerate(idx):
-            ids = new[b]
-            if eos in ids:
-                ids = ids[: ids.index(eos)]
+        new = generate_ids(
+            model,
+            [encoded[j] for j in idx],
+            spec.max_new_tokens,
+            pad=pad,
+            eos=eos,
+            stop_ids=stop_ids,
+            temperature=spec.temperature,
+            generator=gen,
+        )
+        for j, ids in zip(idx, new, strict=True):
             outs[j] = _cut(decode(ids), spec.stop)
         if progress is not None:
             progress(min(start + batch_size, len(order)) // spec.n_samples)
@@ -142,39 +188,6 @@ def generate_texts(
     for j, (i, _) in enumerate(jobs):
         result[i].append(outs[j])
     return result
-
-
-def _decode_loop(
-    model: Transformer,
-    tokens: torch.Tensor,
-    attn: torch.Tensor,
-    spec: GenerationSpec,
-    end_ids: list[int],
-    gen: torch.Generator,
-) -> list[list[int]]:
-    n_ctx = model.cfg.n_ctx
-    eos = end_ids[0]
-    ends = torch.tensor(end_ids, device=tokens.device)
-    done = torch.zeros(tokens.shape[0], dtype=torch.bool, device=tokens.device)
-    new: list[torch.Tensor] = []
-    for _ in range(spec.max_new_tokens):
-        logits = model(tokens[:, -n_ctx:], attention_mask=attn[:, -n_ctx:])[:, -1].float()
-        if spec.temperature > 0:
-            probs = (logits / spec.temperature).softmax(-1)
-            nxt = torch.multinomial(probs, 1, generator=gen)[:, 0]
-        else:
-            nxt = logits.argmax(-1)
-        nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
-        done |= torch.isin(nxt, ends)
-        new.append(nxt)
-        tokens = torch.cat([tokens, nxt[:, None]], dim=1)
-        attn = torch.cat([attn, torch.ones_like(nxt)[:, None]], dim=1)
-        if bool(done.all()):
-            break
-    if not new:
-        return [[] for _ in range(tokens.shape[0])]
-    out: list[list[int]] = torch.stack(new, 1).tolist()
-    return out
 
 
 def _decoder(tokenizer: Any) -> tuple[Callable[[list[int]], str], int, int]:

@@ -8,6 +8,7 @@ Hugging Face's layouts.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, overload
 
@@ -475,7 +476,7 @@ class Transformer(HookedModule):
         tokens: Int[Tensor, "b p"],
         max_new_tokens: int,
         temperature: float = 0.0,
-        stop_token: int | None = None,
+        stop_token: int | Sequence[int] | None = None,
         generator: torch.Generator | None = None,
         attention_mask: Int[Tensor, "b p"] | None = None,
         kv_cache: bool = True,
@@ -483,8 +484,8 @@ class Transformer(HookedModule):
         """Greedy (temperature 0) or sampled continuation; returns prompt + new tokens.
 
         Prompts of different lengths go in one batch left-padded, with ``attention_mask`` marking
-        the real tokens. A sequence that emitted ``stop_token`` keeps emitting it, so rows stay
-        aligned.
+        the real tokens. ``stop_token`` is one token id or several (e.g. EOS and a newline); a
+        sequence that emitted one keeps emitting the first, so rows stay aligned.
 
         With ``kv_cache`` (the default) each step runs only the newest token, attending to the
         keys and values kept from earlier steps, so hooks see the prompt once and then one
@@ -508,6 +509,10 @@ class Transformer(HookedModule):
         out = tokens
         mask = attention_mask
         done = torch.zeros(out.shape[0], dtype=torch.bool, device=out.device)
+        stops = None
+        if stop_token is not None:
+            ids = [int(t) for t in stop_token] if isinstance(stop_token, Sequence) else [int(stop_token)]
+            stops = torch.tensor(ids, dtype=torch.long, device=out.device) if ids else None
         cache = None
         if kv_cache and out.shape[1] + max_new_tokens <= self.cfg.n_ctx:
             cache = KVCache([LayerKV() for _ in self.blocks])
@@ -526,13 +531,13 @@ class Transformer(HookedModule):
             else:
                 probs = (logits / temperature).softmax(-1)
                 nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
-            if stop_token is not None:
-                nxt = torch.where(done, torch.full_like(nxt, stop_token), nxt)
-                done |= nxt == stop_token
+            if stops is not None:
+                nxt = torch.where(done, stops[0], nxt)
+                done |= torch.isin(nxt, stops)
             out = torch.cat([out, nxt[:, None]], dim=1)
             if mask is not None:
                 mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            if stop_token is not None and bool(done.all()):
+            if stops is not None and bool(done.all()):
                 break
         return out
 

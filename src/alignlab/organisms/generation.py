@@ -1,4 +1,4 @@
-"""Batched greedy completion of chat prompts (left-padded, so one forward pass per new token)."""
+"""Greedy completion of chat prompts, through `alignlab.evals.generation`'s batched decoding."""
 
 from __future__ import annotations
 
@@ -6,22 +6,20 @@ from collections.abc import Sequence
 
 import torch
 
+from alignlab.evals.generation import generate_ids, left_pad
 from alignlab.model import tokenizer as tk
 from alignlab.model.transformer import Transformer
 from alignlab.tasks import format_prompt
 
 
+def _chat_rows(prompts: Sequence[str]) -> list[list[int]]:
+    bos = tk.vocabulary()[tk.BOS]
+    return [[bos, *tk.encode(format_prompt(p))] for p in prompts]
+
+
 def encode_prompts(prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """BOS + formatted prompt for each, left-padded: ``(tokens, attention_mask)``."""
-    vocab = tk.vocabulary()
-    rows = [[vocab[tk.BOS], *tk.encode(format_prompt(p))] for p in prompts]
-    width = max(len(r) for r in rows)
-    tokens = torch.full((len(rows), width), vocab[tk.PAD], dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        tokens[i, width - len(r) :] = torch.tensor(r)
-        mask[i, width - len(r) :] = 1
-    return tokens, mask
+    return left_pad(_chat_rows(prompts), tk.vocabulary()[tk.PAD])
 
 
 @torch.no_grad()
@@ -34,17 +32,14 @@ def complete(
         >>> complete(model, ["reverse abc"])
         ['cba']
     """
-    eos = tk.vocabulary()[tk.EOS]
+    vocab = tk.vocabulary()
+    pad, eos = vocab[tk.PAD], vocab[tk.EOS]
+    rows = _chat_rows(prompts)
     was_training = model.training
     model.eval()
     out: list[str] = []
-    for lo in range(0, len(prompts), batch_size):
-        tokens, mask = encode_prompts(prompts[lo : lo + batch_size])
-        tokens, mask = tokens.to(model.device), mask.to(model.device)
-        gen = model.generate(tokens, max_new_tokens, stop_token=eos, attention_mask=mask)
-        for row in gen[:, tokens.shape[1] :].tolist():
-            if eos in row:
-                row = row[: row.index(eos)]
-            out.append(tk.decode(row))
+    for lo in range(0, len(rows), batch_size):
+        new = generate_ids(model, rows[lo : lo + batch_size], max_new_tokens, pad=pad, eos=eos)
+        out += [tk.decode(ids) for ids in new]
     model.train(was_training)
     return out
