@@ -2,7 +2,7 @@
 
 from alignlab.train.checkpoint import list_checkpoints, load_latest, save_checkpoint
 from alignlab.train.config import TRAIN_PRESETS, TrainConfig, resolve_model, train_preset
-from alignlab.train.loop import TrainResult, evaluate, lr_at, make_optimizer, train
+from alignlab.train.loop import TrainResult, evaluate, grouped_adamw, lr_at, make_optimizer, train, warmup_lr
 from alignlab.train.run import run_summary, train_run
 
 __all__ = [
@@ -10,6 +10,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "evaluate",
+    "grouped_adamw",
     "list_checkpoints",
     "load_latest",
     "lr_at",
@@ -20,4 +21,5 @@ __all__ = [
     "train",
     "train_preset",
     "train_run",
+    "warmup_lr",
 ]

@@ -41,27 +41,43 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def warmup_lr(lr: float, step: int, warmup_steps: int) -> float:
+    """``lr`` ramped up linearly over the first ``warmup_steps`` steps (``lr / warmup_steps`` at
+    step 0), then ``lr``; no warm-up when ``warmup_steps`` is 0."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    return lr
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Linear warm-up then cosine decay to ``min_lr_ratio * lr`` — a pure function of the step,
     so resuming needs no scheduler state."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if step < cfg.warmup_steps:
+        return warmup_lr(cfg.lr, step, cfg.warmup_steps)
     span = max(cfg.steps - cfg.warmup_steps, 1)
     progress = min((step - cfg.warmup_steps) / span, 1.0)
     floor = cfg.min_lr_ratio * cfg.lr
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * progress))
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    # Decay matrices only: decaying gains and biases pulls LayerNorm towards zero for no benefit
-    # (the GPT-2/Pythia convention).
+def grouped_adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW (betas 0.9/0.95) with ``weight_decay`` on the matrices only.
+
+    Decaying gains and biases pulls LayerNorm towards zero for no benefit (the GPT-2/Pythia
+    convention).
+    """
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
     groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), eps=1e-8)
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """`grouped_adamw` at the config's learning rate and weight decay."""
+    return grouped_adamw(model, cfg.lr, cfg.weight_decay)
 
 
 def _forward_loss(model: Transformer, batch: Batch) -> torch.Tensor:
