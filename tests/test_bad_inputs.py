@@ -41,6 +41,7 @@ from alignlab.model.config import SIZES
 from alignlab.organisms import get_organism
 from alignlab.safety import Budget
 from alignlab.scaling.collect import collect
+from alignlab.scaling.sweep import sweep
 from alignlab.store import Store
 from alignlab.train import TrainConfig, load_latest, make_optimizer, save_checkpoint, train_run
 from alignlab.train.preflight import estimate_train_bytes
@@ -181,6 +182,7 @@ API_CASES: list[ApiCase] = [
     ("grad-accum-indivisible", lambda e: TINY.replace(grad_accum=3), ConfigError, ["batch_size (4) must be divisible by grad_accum (3)"]),
     ("seq-len-over-ctx", lambda e: TINY.replace(seq_len=4096), ConfigError, ["seq_len (4096) exceeds model.n_ctx (256)"]),
     ("task-unknown", lambda e: train_run(TINY.replace(task="nope"), e.store), ConfigError, ["unknown task 'nope'", "induction"]),
+    ("sweep-second-cell-unknown-task", lambda e: sweep([TINY.replace(seed=5), TINY.replace(task="nope")], e.store, workers=1), ConfigError, ["unknown task 'nope'"]),
     ("memory-cannot-fit", lambda e: train_run(TINY.replace(model=ModelConfig(d_model=16384, n_heads=64, n_layers=64)), e.store), ConfigError, ["this run needs at least", "GiB available", "lower batch_size"]),
     ("model-rotary-base-nan", lambda e: ModelConfig(rotary_base=NAN), ConfigError, ["rotary_base must be a finite number > 0, got nan"]),
     ("model-norm-eps-zero", lambda e: ModelConfig(norm_eps=0.0), ConfigError, ["norm_eps must be a finite number > 0, got 0.0"]),

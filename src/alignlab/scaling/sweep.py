@@ -26,6 +26,7 @@ from alignlab.model.config import SIZES
 from alignlab.scaling._ray import import_ray, local_ray
 from alignlab.store import Run, Store
 from alignlab.train.config import TrainConfig
+from alignlab.train.preflight import preflight
 from alignlab.train.run import train_run
 
 Backend = Literal["process", "ray"]
@@ -86,6 +87,10 @@ def sweep(
         >>> cfgs = [train_preset(f"induction-{s}") for s in ("al-10k", "al-30k")]
         >>> runs = sweep(cfgs, Store())
     """
+    # Every cell is checked (task, device, memory) before the first run's row is written: a sweep
+    # with one impossible cell is refused up front, not after training the others.
+    for cfg in configs:
+        preflight(cfg)
     n = workers or default_workers(configs)
     root = str(Path(store.root).resolve())
     if backend == "ray":
