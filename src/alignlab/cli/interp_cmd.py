@@ -225,7 +225,10 @@ def sae(
     arch: Annotated[str, typer.Option(help="standard (ReLU + L1) or topk.")] = "topk",
     d_sae: Annotated[int, typer.Option(help="Number of features.")] = 256,
     k: Annotated[int, typer.Option(help="Active features (topk).")] = 8,
-    l1: Annotated[float, typer.Option(help="L1 coefficient (standard).")] = 1e-3,
+    l1: Annotated[
+        float | None,
+        typer.Option(help="L1 coefficient (standard) for inputs scaled to unit norm; default 0.5."),
+    ] = None,
     batches: Annotated[int, typer.Option(help="Token batches streamed for training.")] = 20,
     seq_len: SeqOpt = 48,
     out: OutOpt = None,
@@ -258,7 +261,8 @@ def sae(
     d_in = probe_cache[hook][0, 0].numel()
     cfg = SAEConfig(d_in=d_in, d_sae=d_sae, architecture=arch, k=k if arch == "topk" else 0, hook_name=hook)  # type: ignore[arg-type]
     stream = (make_batch(task, 32, seq_len, 0, s, "train").tokens for s in range(batches))
-    trained, _ = train_sae(stream_activations(model, stream, hook), cfg, SAETrainConfig(l1_coefficient=l1))
+    tc = SAETrainConfig() if l1 is None else SAETrainConfig(l1_coefficient=l1)
+    trained, _ = train_sae(stream_activations(model, stream, hook), cfg, tc)
     held = make_batch(task, 32, seq_len, 0, 0, "eval").tokens
     metrics = sae_metrics(trained, stream_activations(model, iter([held]), hook)).to_dict()
     if hook.endswith(("resid_post", "resid_pre", "hook_attn_out", "hook_mlp_out")):

@@ -4,11 +4,19 @@ from alignlab.interp.sae.io import load_sae, saelens_cfg, save_sae
 from alignlab.interp.sae.metrics import SAEMetrics, TopExample, ce_loss_recovered, sae_metrics, top_activating
 from alignlab.interp.sae.model import SAE, SAEConfig
 from alignlab.interp.sae.synthetic import mean_max_cosine, planted_features, sparse_samples, sparse_stream
-from alignlab.interp.sae.train import SAETrainConfig, SAETrainLog, aux_k_loss, sae_loss, train_sae
+from alignlab.interp.sae.train import (
+    SAEDensityWarning,
+    SAETrainConfig,
+    SAETrainLog,
+    aux_k_loss,
+    sae_loss,
+    train_sae,
+)
 
 __all__ = [
     "SAE",
     "SAEConfig",
+    "SAEDensityWarning",
     "SAEMetrics",
     "SAETrainConfig",
     "SAETrainLog",

@@ -4,7 +4,8 @@
 ``W_enc: [d_in, d_sae]``, ``W_dec: [d_sae, d_in]`` — the layout of SAELens's standard and TopK
 SAEs (``apply_b_dec_to_input=True``), so weights load there unchanged.
 
-- "standard": ReLU features, L1 sparsity penalty (Bricken et al. 2023, "Towards Monosemanticity").
+- "standard": ReLU features, L1 sparsity penalty (Bricken et al. 2023, "Towards Monosemanticity"),
+  trained as in Anthropic's April 2024 update (see `alignlab.interp.sae.train`).
 - "topk": only the ``k`` largest pre-activations survive (Gao et al. 2024, "Scaling and evaluating
   sparse autoencoders"); sparsity is set directly, no L1 needed.
 """
@@ -93,5 +94,6 @@ class SAE(nn.Module):
 
     @torch.no_grad()
     def normalise_decoder(self) -> None:
-        """Unit-norm decoder rows, so the L1 penalty cannot be dodged by shrinking features."""
+        """Unit-norm decoder rows (TopK training renormalises after every step, as Gao et al. 2024
+        do; a standard SAE's L1 is weighted by the row norms instead and folded in at the end)."""
         self.W_dec.div_(self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-8))
