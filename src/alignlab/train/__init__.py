@@ -3,18 +3,21 @@
 from alignlab.train.checkpoint import list_checkpoints, load_latest, save_checkpoint
 from alignlab.train.config import TRAIN_PRESETS, TrainConfig, resolve_model, train_preset
 from alignlab.train.loop import TrainResult, evaluate, grouped_adamw, lr_at, make_optimizer, train, warmup_lr
+from alignlab.train.preflight import estimate_train_bytes, preflight
 from alignlab.train.run import run_summary, train_run
 
 __all__ = [
     "TRAIN_PRESETS",
     "TrainConfig",
     "TrainResult",
+    "estimate_train_bytes",
     "evaluate",
     "grouped_adamw",
     "list_checkpoints",
     "load_latest",
     "lr_at",
     "make_optimizer",
+    "preflight",
     "resolve_model",
     "run_summary",
     "save_checkpoint",
