@@ -17,7 +17,7 @@ from alignlab.model.hf import load
 from alignlab.store import Run, Store
 from alignlab.tasks.base import BatchFn
 from alignlab.train.config import TrainConfig
-from alignlab.train.loop import train
+from alignlab.train.loop import TrainResult, train
 from alignlab.train.preflight import preflight
 
 
@@ -63,10 +63,32 @@ def train_run(
     # or parent model leaves the store exactly as it was.
     preflight(cfg, batch_fn)
     init = load(init_model_dir) if init_model_dir is not None else None
-    run, _created = store.get_or_create(kind, cfg.identity(), recipe=dict(recipe) if recipe else None)
-    model_dir = run.dir / "model"
-    if run.status == "done" and (model_dir / "model.safetensors").exists():
+    run, done = _open_run(cfg, store, kind, recipe)
+    if done:
         return run, False
+
+    def log(step: int, values: dict[str, float], tokens: int) -> None:
+        store.log_metrics(run.id, step, values, tokens=tokens or None)
+
+    try:
+        t0 = time.time()
+        result = train(cfg, run.dir, on_metrics=log, progress=progress, init_model=init, batch_fn=batch_fn)
+        _finish_run(store, run, cfg, recipe, result, time.time() - t0)
+    except BaseException as e:
+        _fail_run(store, run, e)
+        raise
+    return store.get(run.id), True
+
+
+def _open_run(
+    cfg: TrainConfig, store: Store, kind: str, recipe: Mapping[str, Any] | None
+) -> tuple[Run, bool]:
+    """The run of ``cfg`` and ``recipe``, and whether it is done; an unfinished one is marked
+    ``running`` with the metrics logged after its last checkpoint deleted (they will be logged
+    again on resume). Shared by `train_run` and stacked training, so both give the same ids."""
+    run, _created = store.get_or_create(kind, cfg.identity(), recipe=dict(recipe) if recipe else None)
+    if run.status == "done" and (run.dir / "model" / "model.safetensors").exists():
+        return run, True
     run.dir.mkdir(parents=True, exist_ok=True)
     store.set_status(run.id, "running")
     ckpts = sorted((run.dir / "ckpt").glob("step-*"))
@@ -75,42 +97,48 @@ def train_run(
         store.delete_metrics_after(run.id, int(ckpts[-1].name.split("-")[1]))
     else:
         store.delete_metrics_after(run.id, -1)
+    return run, False
 
-    def log(step: int, values: dict[str, float], tokens: int) -> None:
-        store.log_metrics(run.id, step, values, tokens=tokens or None)
 
-    try:
-        t0 = time.time()
-        result = train(cfg, run.dir, on_metrics=log, progress=progress, init_model=init, batch_fn=batch_fn)
-        result.model.save_pretrained(str(model_dir))
-        counts = cfg.model.param_counts()
-        write_json_atomic(
-            run.dir / "summary.json",
-            {
-                "run_id": run.id,
-                "config": cfg.to_dict(),
-                "recipe": dict(recipe) if recipe else None,
-                "params": counts,
-                "final": result.metrics,
-                "tokens": result.tokens,
-                "tokens_per_s": result.tokens_per_s,
-                "resumed_from": result.resumed_from,
-                "wall_seconds": time.time() - t0,
-                "threads": torch.get_num_threads(),
-                "torch": torch.__version__,
-                "machine": platform.machine(),
-            },
-        )
-    except DivergenceError as e:
-        # The step is stored with the failure, so `alignlab show` says where the run went wrong.
-        store.log_metrics(run.id, e.step, {"diverged_at_step": e.step})
-        store.set_status(run.id, "failed")
-        raise
-    except BaseException:
-        store.set_status(run.id, "failed")
-        raise
+def _finish_run(
+    store: Store,
+    run: Run,
+    cfg: TrainConfig,
+    recipe: Mapping[str, Any] | None,
+    result: TrainResult,
+    wall_seconds: float,
+    **extra: Any,
+) -> None:
+    """Save the trained model and ``summary.json`` (plus ``extra`` keys), then mark the run done."""
+    result.model.save_pretrained(str(run.dir / "model"))
+    counts = cfg.model.param_counts()
+    write_json_atomic(
+        run.dir / "summary.json",
+        {
+            "run_id": run.id,
+            "config": cfg.to_dict(),
+            "recipe": dict(recipe) if recipe else None,
+            "params": counts,
+            "final": result.metrics,
+            "tokens": result.tokens,
+            "tokens_per_s": result.tokens_per_s,
+            "resumed_from": result.resumed_from,
+            "wall_seconds": wall_seconds,
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "machine": platform.machine(),
+            **extra,
+        },
+    )
     store.set_status(run.id, "done")
-    return store.get(run.id), True
+
+
+def _fail_run(store: Store, run: Run, error: BaseException) -> None:
+    """Mark ``run`` failed; a divergence also logs ``diverged_at_step`` (the step), so
+    `alignlab show` says where the run went wrong."""
+    if isinstance(error, DivergenceError):
+        store.log_metrics(run.id, error.step, {"diverged_at_step": error.step})
+    store.set_status(run.id, "failed")
 
 
 def run_summary(run: Run) -> dict[str, Any]:
