@@ -93,11 +93,15 @@ def test_inspect_eval_matches_transformer_generate(model_dir: Path, tmp_path: Pa
     assert log.status == "success", log.error
     assert log.results is not None and log.results.scores
     accuracy = log.results.scores[0].metrics["accuracy"].value
-    assert 0.0 <= accuracy <= 1.0
     assert log.samples is not None
     outputs = {str(s.input): s.output.completion for s in log.samples}
-    for prompt in ("copy abc", "reverse xy"):
-        assert outputs[prompt] == _reference(model_dir, format_prompt(prompt))
+    references = {p: _reference(model_dir, format_prompt(p)) for p in ("copy abc", "reverse xy")}
+    assert outputs == references
+    # The reported accuracy is that of alignlab's own completions: match() with its defaults
+    # (stripped, case-folded, target at the end; these targets have no punctuation to trim).
+    targets = {"copy abc": "abc", "reverse xy": "yx"}
+    hits = [references[p].strip().casefold().endswith(t) for p, t in targets.items()]
+    assert accuracy == sum(hits) / len(hits), (accuracy, references)
     assert log.samples[0].output.usage is not None
 
 
