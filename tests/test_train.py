@@ -24,6 +24,7 @@ from alignlab.train import (
     resolve_model,
     train,
     train_preset,
+    warmup_lr,
 )
 
 from conftest import assert_close_rel
@@ -103,6 +104,22 @@ def test_lr_schedule_warmup_then_cosine() -> None:
     assert lr_at(99, cfg) == pytest.approx(0.1, abs=1e-3)
     lrs = [lr_at(s, cfg) for s in range(10, 100)]
     assert all(a >= b for a, b in itertools.pairwise(lrs))
+
+
+def test_safety_fine_tuning_uses_the_trainers_optimizer_grouping_and_warmup() -> None:
+    from alignlab.model import Transformer
+    from alignlab.safety._loop import WARMUP, make_adamw
+
+    model = Transformer(TINY.model)
+    decay, rest = make_adamw(model, 1e-3).param_groups
+    assert decay["weight_decay"] == 0.01 and rest["weight_decay"] == 0.0
+    assert all(p.ndim >= 2 for p in decay["params"]) and all(p.ndim < 2 for p in rest["params"])
+    assert len(decay["params"]) + len(rest["params"]) == len(list(model.parameters()))
+    # The shared warm-up: lr (s + 1) / WARMUP, within the two float64 roundings it takes.
+    ramp = [warmup_lr(1e-3, s, WARMUP) for s in range(WARMUP)]
+    for s, lr in enumerate(ramp):
+        assert lr == pytest.approx(1e-3 * (s + 1) / WARMUP, rel=2 * 2.0**-52)
+    assert warmup_lr(1e-3, WARMUP, WARMUP) == 1e-3 and warmup_lr(1e-3, 0, 0) == 1e-3
 
 
 def test_checkpoints_are_kept_and_resume_is_noop_when_done(tmp_path: Path) -> None:

@@ -9,19 +9,14 @@ import torch
 from alignlab.model.transformer import Transformer
 from alignlab.tasks import Batch, stream_seed
 from alignlab.tasks.base import BatchFn
+from alignlab.train.loop import grouped_adamw, warmup_lr
 
 WARMUP = 10
 
 
 def make_adamw(model: Transformer, lr: float) -> torch.optim.AdamW:
-    # Same grouping as alignlab.train: decay matrices only.
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    rest = [p for p in model.parameters() if p.ndim < 2]
-    return torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": rest, "weight_decay": 0.0}],
-        lr=lr,
-        betas=(0.9, 0.95),
-    )
+    """alignlab.train's AdamW (decay on matrices only) with the defender's weight decay."""
+    return grouped_adamw(model, lr, weight_decay=0.01)
 
 
 def finetune_doses(
@@ -48,7 +43,7 @@ def finetune_doses(
     for dose in doses:
         while step < dose:
             for group in opt.param_groups:
-                group["lr"] = lr * min(1.0, (step + 1) / WARMUP)
+                group["lr"] = warmup_lr(lr, step, WARMUP)
             batch: Batch = make_batch(batch_size, seq_len, seed, step, "train")
             loss = model(
                 batch.tokens,
