@@ -97,10 +97,20 @@ def test_defection_probe_without_the_trigger(backdoored: Transformer) -> None:
     # 2-layer model is the output of block 0. Every layer is reported.
     middle = hooks[len(hooks) // 2 - 1]
     floor = res.floor[middle]
-    assert floor.value >= 0.95, {h: str(e) for h, e in res.floor.items()}
+    # The trigger is linearly decodable (the ceiling), and the trigger-free direction points the
+    # right way: its whole interval is above chance. Measured since the held-out prompt
+    # partition (evaluation prompts held out, contrast prompts not): 0.73 [0.65, 0.80] at the
+    # middle layer (0.85 and 0.89 with contrast seeds 12 and 13); it was >= 0.95 before, on
+    # other prompts, and the test asserted that.
     assert res.ceiling[middle].value >= 0.95
+    assert floor.lo > 0.5, {h: str(e) for h, e in res.floor.items()}
     # Honest control: at this scale the trigger moves the residual so far that most random
-    # directions separate the classes too (measured: 77% of them at the middle layer).
-    assert 0.0 <= res.random_control[middle] <= 1.0
+    # directions separate the classes better than the contrast pairs do (measured: 79% of them
+    # reach AUROC >= 0.95 or <= 0.05 at the middle layer), so the floor is no evidence for the
+    # note's claim here; the null must say so.
+    assert res.random_control[middle] >= 0.5, res.random_control
+    # The note's English yes/no pairs mean nothing to a character-level model: their direction is
+    # arbitrary (measured 0.04 at the middle layer, i.e. anti-aligned), far from the behaviour
+    # pairs' on the same prompts. The direction follows the contrast pairs.
     yes_no = defection_probe(backdoored, yes_no_pairs(), trig, clean, hooks, n_boot=300)
-    assert all(0.0 <= e.value <= 1.0 for e in yes_no.floor.values())
+    assert abs(yes_no.floor[middle].value - floor.value) > 0.3, (str(yes_no.floor[middle]), str(floor))
