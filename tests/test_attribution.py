@@ -174,10 +174,15 @@ def test_lds_machinery_on_a_small_budget() -> None:
         n_boot=50,
     )
     assert set(res.lds) == {"dot", "cosine", "influence", "ekfac", "oracle"}
-    for est in res.lds.values():
-        assert -1.0 <= est.lo <= est.value <= est.hi <= 1.0
     assert all(len(v) == len(queries) for v in res.per_query.values())
-    assert res.null.lo <= res.null.value <= res.null.hi and res.n_subsets == 4
+    for name, est in res.lds.items():  # the LDS is the mean of the per-query correlations
+        assert est.value == pytest.approx(float(np.nanmean(res.per_query[name])), abs=1e-12), name
+    # Even 20 steps learn the poison: the planted count ranks the 4 subsets' query losses
+    # (measured 1.0 for all 10 queries); a wrong sign of the loss or of the support gives -1.
+    assert res.lds["oracle"].value >= 0.8, res.lds["oracle"]
+    # Random scores: mean over 200 draws of a Spearman correlation over 4 subsets, 0 in
+    # expectation (SD of one draw ~0.58, of the mean ~0.04; measured 0.04).
+    assert abs(res.null.value) < 0.2 and res.null.n == 200 and res.n_subsets == 4
 
 
 @pytest.mark.slow
