@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from alignlab._io import write_json_atomic, write_text_atomic
+from alignlab._io import write_bytes_atomic, write_json_atomic, write_text_atomic
 
 
 def test_interrupted_write_keeps_the_old_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,3 +33,15 @@ def test_unserialisable_data_never_touches_the_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         write_json_atomic(path, {"alpha": float("nan")}, allow_nan=False)
     assert json.loads(path.read_text()) == {"alpha": 0.13}
+
+
+def test_bytes_are_written_whole_with_the_umask_permissions(tmp_path: Path) -> None:
+    old = os.umask(0o027)
+    try:
+        path = write_bytes_atomic(tmp_path / "plots" / "loss.png", b"\x89PNG\r\n\x00")
+    finally:
+        os.umask(old)
+    assert path.read_bytes() == b"\x89PNG\r\n\x00"
+    # As open(path, "wb") would make it (mkstemp's owner-only 0600 would hide reports from a group).
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in path.parent.iterdir()) == ["loss.png"]

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from alignlab._io import write_text_atomic
 from alignlab.stats import Estimate, bootstrap
 
 Metrics = dict[str, Estimate]
@@ -82,12 +83,9 @@ class EvalResult:
         return out
 
     def write_items(self, path: str | Path) -> Path:
-        """Write the per-item results as JSONL (one object per item)."""
-        path = Path(path)
-        with open(path, "w", encoding="utf-8") as f:
-            for it in self.items:
-                f.write(json.dumps(it.to_dict(), ensure_ascii=False) + "\n")
-        return path
+        """Write the per-item results as JSONL (one object per item), atomically."""
+        lines = (json.dumps(it.to_dict(), ensure_ascii=False) + "\n" for it in self.items)
+        return write_text_atomic(path, "".join(lines))
 
 
 def mean_estimate(values: Sequence[float] | np.ndarray) -> Estimate:

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from torch import Tensor
 
+from alignlab._io import save_figure_atomic
+
 if TYPE_CHECKING:
     from alignlab.interp.phase import Snapshot
     from alignlab.interp.superposition import ToyResult
@@ -129,9 +131,7 @@ def plot_auroc_by_layer(
 
 def _save(fig: object, path: str | Path) -> Path:
     plt = _plt()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()  # type: ignore[attr-defined]
-    fig.savefig(out, dpi=110)  # type: ignore[attr-defined]
+    out = save_figure_atomic(fig, path, dpi=110)
     plt.close(fig)
     return out

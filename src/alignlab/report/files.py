@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from alignlab._io import write_text_atomic
 from alignlab.report import data
 from alignlab.report.evidence import evidence_html
 from alignlab.report.fitpage import fit_report
@@ -35,18 +36,10 @@ def _linker(store: Store, page: Path) -> Linker:
     return link
 
 
-def _write(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)  # atomic: the viewer or a browser never sees half a report
-    return path
-
-
 def _write_run(store: Store, run_id: str, out: Path | None = None) -> Path:
     run = store.get(run_id)
     path = (out or report_path(store, run.id)).absolute()
-    return _write(path, run_report(store, run, _linker(store, path)))
+    return write_text_atomic(path, run_report(store, run, _linker(store, path)))
 
 
 def write_report(store: Store, run_id: str, out: Path | None = None, *, linked: bool = True) -> Path:
@@ -87,5 +80,5 @@ def write_evidence(store: Store, out: Path | None = None) -> Path:
     for run in store.runs(status="done"):
         _write_run(store, run.id)
     for name, fit in data.scaling_fits(store).items():
-        _write(report_path(store, _FIT_PREFIX + name), fit_report(name, fit))
-    return _write(path, evidence_html(store, _linker(store, path)))
+        write_text_atomic(report_path(store, _FIT_PREFIX + name), fit_report(name, fit))
+    return write_text_atomic(path, evidence_html(store, _linker(store, path)))

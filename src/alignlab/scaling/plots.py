@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from alignlab._io import write_json_atomic
+from alignlab._io import save_figure_atomic, write_json_atomic
 from alignlab.scaling._validate import FloatArray, as_1d
 from alignlab.scaling.chinchilla import ChinchillaFit
 from alignlab.scaling.emergence import EmergenceResult
@@ -66,13 +66,9 @@ def _figure() -> tuple[Figure, Axes]:
 
 def _save(fig: Figure, out_stem: str | Path, formats: Sequence[str]) -> list[Path]:
     stem = Path(out_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = stem.with_name(f"{stem.name}.{fmt}")
-        fig.savefig(path, format=fmt, dpi=150)
-        paths.append(path)
-    return paths
+    return [
+        save_figure_atomic(fig, stem.with_name(f"{stem.name}.{fmt}"), format=fmt, dpi=150) for fmt in formats
+    ]
 
 
 def _grid(x: FloatArray, x_range: tuple[float, float] | None, log: bool) -> FloatArray:

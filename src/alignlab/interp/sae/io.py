@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
-from alignlab._io import write_json_atomic
+from alignlab._io import write_bytes_atomic, write_json_atomic
 from alignlab._weights import check_weights
 from alignlab.errors import ModelLoadError
 from alignlab.interp.sae.model import SAE, SAEConfig
@@ -46,7 +46,7 @@ def save_sae(sae: SAE, path: str | Path, model_name: str = "") -> Path:
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous().float() for k, v in sae.state_dict().items()}
-    save_file(tensors, str(out / WEIGHTS))
+    write_bytes_atomic(out / WEIGHTS, save(tensors))
     write_json_atomic(out / CONFIG, saelens_cfg(sae, model_name), indent=2)
     return out
 
