@@ -77,3 +77,33 @@ def test_a_failed_gate_stops_the_cell_and_is_reported(tmp_path: object) -> None:
     assert result.persistence == [] and result.verdicts[0].verdict == "not measured"
     summary = format_summary(result)
     assert "FAILED al-30k seed 0" in summary and "competence/copy" in summary
+
+
+def test_vendored_base_models_are_adopted_only_for_their_exact_identity(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathlib import Path
+
+    import alignlab.train.base_model as bm
+    import alignlab.train.run as run_mod
+
+    root = Path(str(tmp_path))
+    # A deliberately weak spec (a few steps, gate thresholds at 0) keeps this test cheap; what is
+    # tested is the adoption, which must not depend on the model's quality.
+    spec = BaseSpec(steps=4, lr=1e-3, n_gate=20, min_accuracy=0.0, min_lower=0.0)
+    folder = bm.vendor_base(Store(root / "a"), "al-30k", 0, spec, dest=root / "vendored")
+    trained = Store(root / "a").runs(kind="base")[0]
+    monkeypatch.setattr(bm, "VENDORED", root / "vendored")
+    calls: list[int] = []
+    real = run_mod.train
+    monkeypatch.setattr(run_mod, "train", lambda *a, **k: calls.append(1) or real(*a, **k))
+    fresh = Store(root / "b")
+    run, gates = bm.base_run(fresh, "al-30k", 0, spec)
+    assert calls == [] and run.id == trained.id and run.status == "done"
+    assert (folder / "model" / "model.safetensors").read_bytes() == (
+        run.dir / "model" / "model.safetensors"
+    ).read_bytes()
+    assert [g.name for g in gates] == ["competence/copy", "competence/reverse"]  # gated like any base
+    # Another seed, or another spec, has no vendored copy: it trains.
+    bm.base_run(fresh, "al-30k", 0, dataclasses.replace(spec, steps=3))
+    assert calls == [1]

@@ -141,10 +141,18 @@ def register(app: typer.Typer) -> None:
         sizes: Annotated[str, typer.Option(help="Comma-separated sizes.")] = "al-30k,al-100k,al-300k",
         seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
         set_: SetOpt = None,
+        vendor: Annotated[
+            bool,
+            typer.Option(
+                "--vendor",
+                help="Train from scratch (ignoring vendored copies) and, if the gate passes, write them "
+                "into the package's vendored base models (src/alignlab/data/base_models).",
+            ),
+        ] = False,
     ) -> None:
         """Train (or reuse) competent base models and print their competence gates. The studies
         install organisms into these; --set reaches the base spec (tasks, word_len, steps, lr, ...)."""
-        from alignlab.train.base_model import BaseSpec, base_run
+        from alignlab.train.base_model import BaseSpec, base_run, vendor_base
 
         spec = apply_overrides(BaseSpec(), set_ or [])
         size_list = [s.strip() for s in sizes.split(",") if s.strip()]
@@ -160,6 +168,8 @@ def register(app: typer.Typer) -> None:
         rows = []
         for size in size_list:
             for seed in seed_list:
+                if vendor:
+                    typer.echo(f"vendored: {vendor_base(st, size, seed, spec)}")
                 run, gates = base_run(st, size, seed, spec)
                 gate_rows = [g.to_dict() for g in gates]
                 rows.append({"size": size, "seed": seed, "run": run.id, "gates": gate_rows})
