@@ -29,7 +29,7 @@ def test_loss_is_shifted_cross_entropy(name: str) -> None:
     assert loss.ndim == 0
     # float32 log-softmax over 128 logits and a mean over 45 targets vs the same in float64: the
     # 128-term reduction's rounding, relative to the logits' size (the loss's terms).
-    scale = float(logits.abs().max())
+    scale = float(logits.detach().abs().max())
     assert_close_rel(loss, expected, ulps=FORWARD_ULPS, what="loss", dtype=torch.float32, scale=scale)
     # A real model's loss is far from 0: guards against comparing two zeros.
     assert loss.item() > 1.0
@@ -50,7 +50,7 @@ def test_loss_mask_restricts_targets() -> None:
     target = mask[:, 1:]
     expected = nll[target].mean()
     loss = model(tokens, return_type="loss", loss_mask=mask)
-    scale = float(logits.abs().max())  # as in test_loss_is_shifted_cross_entropy
+    scale = float(logits.detach().abs().max())  # as in test_loss_is_shifted_cross_entropy
     assert_close_rel(loss, expected, ulps=FORWARD_ULPS, what="masked loss", dtype=torch.float32, scale=scale)
     # The mask must actually matter: the unmasked mean is different.
     assert abs(loss.item() - nll.mean().item()) > 1e-4
