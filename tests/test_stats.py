@@ -157,3 +157,39 @@ def test_seed_interval_edge_cases_print_and_validate() -> None:
     ]:
         with pytest.raises(ValueError, match=match):
             call()
+
+
+def test_difference_adds_half_widths_in_quadrature_and_is_the_one_used() -> None:
+    a = Estimate(0.9, 0.84, 0.96, n=200, method="wilson95")  # half-width 0.06
+    b = Estimate(0.7, 0.62, 0.78, n=150, method="wilson95")  # half-width 0.08
+    d = stats.difference(a, b)
+    # 0.06 and 0.08 in quadrature are 0.1; each bound within a few float64 roundings of its size.
+    assert d.value == pytest.approx(0.2, rel=4 * 2.0**-52)
+    assert (d.lo, d.hi) == pytest.approx((0.1, 0.3), rel=8 * 2.0**-52)
+    assert d.n == 150
+    one_seed = Estimate(0.5, math.nan, math.nan, n=1, method=stats.SINGLE_SEED)
+    assert math.isnan(stats.difference(a, one_seed).lo)
+    from alignlab import safety
+    from alignlab.organisms import gates
+
+    assert safety.difference is stats.difference and gates.difference is stats.difference
+
+
+def test_bootstrap_rows_resamples_columns_together_and_drops_undefined_resamples() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=60)
+    y = x + 0.3 * rng.normal(size=60)
+
+    def corr(i: np.ndarray) -> float:
+        return float(np.corrcoef(x[i], y[i])[0, 1])
+
+    est = stats.bootstrap_rows(60, corr, n_boot=400, seed=1)
+    assert est.value == corr(np.arange(60)) and est.lo < est.value < est.hi < 1.0
+    assert est == stats.bootstrap_rows(60, corr, n_boot=400, seed=1)
+    # The resamples are rows: resampling x and y independently would destroy the correlation.
+    assert est.lo > 0.8
+    # Undefined without row 0 (about a third of the resamples of 10): those are dropped.
+    partial = stats.bootstrap_rows(10, lambda i: float(x[i].mean()) if (i == 0).any() else math.nan)
+    assert math.isfinite(partial.lo) and partial.lo < partial.value < partial.hi
+    undefined = stats.bootstrap_rows(5, lambda i: math.nan, n_boot=10)
+    assert math.isnan(undefined.value) and math.isnan(undefined.lo) and math.isnan(undefined.hi)

@@ -5,10 +5,14 @@ intervals; which function to use depends on what was sampled:
 
 * :func:`bootstrap` — many items (eval prompts, probe examples): percentile bootstrap of a
   statistic over the items.
+* :func:`bootstrap_rows` — the same for a statistic of several columns of the items (a ratio, a
+  correlation), resampled as rows.
 * :func:`wilson` — one proportion from n trials (Wilson 1927); honest at 0 and n successes.
 * :func:`seed_interval` — a handful of seeds (2-5 training runs): Student-t interval of the mean.
 * :func:`rate_over_seeds` — a rate per seed, each from many prompts: the t interval over the
   per-seed rates, widened where needed to the pooled Wilson interval.
+* :func:`difference` — the difference of two independent Estimates (e.g. a model's clean accuracy
+  against its base model's).
 
 Why not bootstrap over seeds: with n values the percentile bootstrap's interval is at most
 [min, max], and at 3 seeds it is exactly that, which contains the mean with probability
@@ -165,6 +169,27 @@ def bootstrap(
     )
 
 
+def bootstrap_rows(
+    n: int, statistic: Callable[[NDArray[np.intp]], float], n_boot: int = 2000, seed: int = 0
+) -> Estimate:
+    """Percentile-bootstrap 95% interval of a statistic of rows (a ratio, a correlation...).
+
+    For statistics that need several columns of the same rows, which :func:`bootstrap` (one 1-D
+    sample) cannot resample together: ``statistic`` receives an array of row indices (a resample
+    of ``range(n)``) and computes the statistic over those rows. Resamples where it is undefined
+    (NaN) are dropped; if it is undefined on the full sample, or on every resample, the bounds are
+    NaN.
+    """
+    value = float(statistic(np.arange(n)))
+    rng = np.random.default_rng(seed)
+    stats = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(n_boot)])
+    stats = stats[np.isfinite(stats)]
+    if not math.isfinite(value) or stats.size == 0:
+        return Estimate(value, math.nan, math.nan, n, "bootstrap95")
+    lo, hi = np.quantile(stats, [0.025, 0.975])
+    return Estimate(value, float(lo), float(hi), n, "bootstrap95")
+
+
 def _apply_rows(statistic: Statistic, samples: NDArray[np.float64]) -> NDArray[np.float64]:
     """``statistic`` of each row, vectorised when the statistic takes an ``axis`` argument."""
     try:
@@ -301,6 +326,22 @@ def rate_over_seeds(
     mean, lo, hi = _rate_bounds(k, m, confidence)
     c = f"{confidence * 100:g}"
     return Estimate(float(mean), float(lo), float(hi), k.size, f"t{c} over seeds, pooled wilson{c} floor")
+
+
+def difference(a: Estimate, b: Estimate) -> Estimate:
+    """``a - b`` for two independent Estimates, their interval half-widths added in quadrature.
+
+    The normal approximation to the interval of a difference (for two Wilson intervals, in the
+    spirit of Newcombe 1998); ``n`` is the smaller sample. NaN bounds on either side (a one-seed
+    Estimate) give NaN bounds.
+
+    Example:
+        >>> str(difference(wilson(190, 200), wilson(150, 200)))
+        '0.20 [0.13, 0.27]'
+    """
+    half = math.hypot((a.hi - a.lo) / 2, (b.hi - b.lo) / 2)
+    d = a.value - b.value
+    return Estimate(d, d - half, d + half, min(a.n, b.n), "difference (quadrature of 95% half-widths)")
 
 
 # The method of a one-seed Estimate from seed_interval (its bounds are NaN).

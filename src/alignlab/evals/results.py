@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from alignlab._io import write_text_atomic
-from alignlab.stats import Estimate, bootstrap
+from alignlab.stats import Estimate, bootstrap, bootstrap_rows
 
 Metrics = dict[str, Estimate]
 
@@ -94,19 +94,11 @@ def mean_estimate(values: Sequence[float] | np.ndarray) -> Estimate:
 
 
 def resampled_estimate(n: int, statistic: Callable[[np.ndarray], float]) -> Estimate:
-    """Bootstrap CI of a statistic that is not a plain mean (a ratio, a correlation...).
-
-    ``statistic`` receives an array of row indices (a resample of ``range(n)``) and computes the
-    statistic over those rows; resamples where it is undefined (NaN) are dropped.
+    """Bootstrap CI of a statistic that is not a plain mean (a ratio, a correlation...):
+    `alignlab.stats.bootstrap_rows` at the eval settings. ``statistic`` receives an array of row
+    indices and computes the statistic over those rows; resamples where it is NaN are dropped.
     """
-    value = float(statistic(np.arange(n)))
-    rng = np.random.default_rng(BOOT_SEED)
-    stats = np.array([statistic(rng.integers(0, n, size=n)) for _ in range(N_BOOT)])
-    stats = stats[np.isfinite(stats)]
-    if not math.isfinite(value) or stats.size == 0:
-        return Estimate(value, math.nan, math.nan, n, "bootstrap95")
-    lo, hi = np.quantile(stats, [0.025, 0.975])
-    return Estimate(value, float(lo), float(hi), n, "bootstrap95")
+    return bootstrap_rows(n, statistic, n_boot=N_BOOT, seed=BOOT_SEED)
 
 
 def mean_metrics(items: Sequence[ItemResult]) -> Metrics:

@@ -17,7 +17,7 @@ from alignlab.gates import Gate
 from alignlab.model.transformer import Transformer
 from alignlab.organisms.base import Organism, flags_estimate
 from alignlab.organisms.generation import complete
-from alignlab.stats import Estimate
+from alignlab.stats import Estimate, difference
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,13 +51,6 @@ class InstallGates:
         return dataclasses.asdict(self)
 
 
-def _difference(a: Estimate, b: Estimate) -> Estimate:
-    # Independent Wilson intervals combined in quadrature (Newcombe-style normal approximation).
-    half = math.hypot((a.hi - a.lo) / 2, (b.hi - b.lo) / 2)
-    d = a.value - b.value
-    return Estimate(d, d - half, d + half, min(a.n, b.n), "difference (quadrature of 95% half-widths)")
-
-
 def install_metrics(
     organism: Organism, model: Transformer, base: Transformer, n: int, seed: int
 ) -> dict[str, Estimate]:
@@ -66,7 +59,7 @@ def install_metrics(
     metrics = organism.metrics(model, n=n, seed=seed)
     base_metrics = organism.metrics(base, n=n, seed=seed)
     metrics["base_clean_accuracy"] = base_metrics["clean_accuracy"]
-    metrics["clean_drop"] = _difference(base_metrics["clean_accuracy"], metrics["clean_accuracy"])
+    metrics["clean_drop"] = difference(base_metrics["clean_accuracy"], metrics["clean_accuracy"])
     near = organism.distractors(n, seed)
     if near:
         outs = complete(model, [e.prompt for e in near], organism.max_new_tokens)

@@ -19,6 +19,7 @@ from alignlab.model.hf import load
 from alignlab.model.transformer import Transformer
 from alignlab.organisms.base import Organism
 from alignlab.stats import Estimate
+from alignlab.stats import difference as difference  # re-exported by alignlab.safety
 
 # Held-out prompts per condition: a 95% interval is already +-0.001 wide at 10^6.
 _MAX_EVAL = 1_000_000
@@ -139,14 +140,6 @@ def dose_response(
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
     return rows
-
-
-def difference(a: Estimate, b: Estimate) -> Estimate:
-    """``a - b`` for two independent Estimates; the interval combines their half-widths in
-    quadrature (a normal approximation to the bootstrap of the difference)."""
-    half = ((a.hi - a.lo) ** 2 + (b.hi - b.lo) ** 2) ** 0.5 / 2
-    d = a.value - b.value
-    return Estimate(d, d - half, d + half, min(a.n, b.n), "difference of bootstrap95 (quadrature)")
 
 
 def rows_to_json(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
