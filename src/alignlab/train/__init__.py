@@ -5,6 +5,7 @@ from alignlab.train.config import TRAIN_PRESETS, TrainConfig, resolve_model, tra
 from alignlab.train.loop import TrainResult, evaluate, grouped_adamw, lr_at, make_optimizer, train, warmup_lr
 from alignlab.train.preflight import estimate_train_bytes, preflight
 from alignlab.train.run import run_summary, train_run
+from alignlab.train.stacked import train_runs_stacked, train_stacked
 
 __all__ = [
     "TRAIN_PRESETS",
@@ -24,5 +25,7 @@ __all__ = [
     "train",
     "train_preset",
     "train_run",
+    "train_runs_stacked",
+    "train_stacked",
     "warmup_lr",
 ]
