@@ -3,11 +3,10 @@
 ``run_with_cache`` keeps every activation alive until it returns (at al-300k, B=32, T=128 about
 190 MB per call), then frees it all at once. With glibc's defaults the freed top of the heap is
 returned to the kernel (trim threshold: twice the largest freed mmap chunk, at most 64 MB), so
-the next call faults every page back in, zeroed by the kernel. Measured on a 2-vCPU KVM guest:
-47,000 minor faults and 130 ms of kernel time per call, about half of the wall time, for
-alignlab and TransformerLens alike; with the thresholds below, no faults and ~110 ms instead of
-~280 ms per call (benchmarks/RESULTS.md). PyTorch's own CPU tuning guides reach for jemalloc/tcmalloc for the
-same reason; this needs no preload.
+the next call faults every page back in, zeroed by the kernel: about half of each call's wall
+time on a 2-vCPU KVM guest, for alignlab and TransformerLens alike, and none with the thresholds
+below (benchmarks/RESULTS.md, interp_throughput session 2). PyTorch's own CPU tuning guides reach
+for jemalloc/tcmalloc for the same reason; this needs no preload.
 """
 
 from __future__ import annotations

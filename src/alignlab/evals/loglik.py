@@ -239,7 +239,8 @@ class TransformerScorer(_BatchedScorer):
         add_bos: prepend the tokenizer's BOS (EOS when it has none), as alignlab training does.
         pack: score all choices against one copy of the context (False: one row per choice).
         max_batch_tokens: rows x padded length per forward pass; default 4096 on CPU (small
-            batches stay in cache: measured fastest on the eval benchmark) and 65536 on GPU.
+            batches stay in cache: fastest on the eval benchmark, benchmarks/RESULTS.md) and
+            65536 on GPU.
         max_batch_items: rows per forward pass.
 
     Example:

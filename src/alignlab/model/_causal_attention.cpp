@@ -167,8 +167,8 @@ extern "C" int alignlab_causal_attention(const float* q, const float* k, const f
   n_threads = std::max<int64_t>(1, std::min(n_threads, n));
 #ifdef _OPENMP
   // Torch's own OpenMP pool (the library resolves torch's libgomp): a private std::thread pool
-  // fought torch's spinning workers for the cores and was 5% slower than the PyTorch ops at two
-  // threads, where this is 7% faster.
+  // fought torch's spinning workers for the cores and was slower than the PyTorch ops at two
+  // threads, where this is faster (benchmarks/RESULTS.md, interp_throughput session 4).
 #pragma omp parallel num_threads(static_cast<int>(n_threads))
   {
     const int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();

@@ -126,8 +126,8 @@ class Rotary(nn.Module):
         Only the rotated dims are touched (Pythia rotates a quarter of each head; the whole-head
         formula of `forward` made five passes over q and k). They are gathered dims-major, as
         ``[..., dim, p]``, so the multiplies run along positions: with ``[..., p, dim]`` every
-        inner loop was 2-4 floats long and this op took twice as long (3.3 vs 1.6 ms per al-1m
-        layer at B=32, T=128). Slicing and in-place writes are fine: there is no backward here.
+        inner loop was 2-4 floats long, and the op slower (benchmarks/RESULTS.md,
+        interp_throughput session 3). Slicing and in-place writes are fine: there is no backward here.
         """
         if self.dim == 0:
             return
@@ -284,7 +284,7 @@ def _masked_scores(
     This path runs whenever the pattern is hooked (every ``run_with_cache``), so passes over the
     p x p scores dominate it: ``baddbmm`` starts from the -inf/0 bias and accumulates
     ``scale * q k^T`` onto it in one GEMM, where bmm + ``masked_fill_`` with a broadcast mask
-    took 2.5-3x as long (measured at B=32, h=8, p=128, dh=16; benchmarks/RESULTS.md).
+    was several times slower (benchmarks/RESULTS.md, interp_throughput session 2).
     """
     b, h, p, dh = q.shape
     t = k.shape[2]  # > p when earlier keys come from a KV cache
