@@ -126,8 +126,10 @@ def assert_close_rel(
     equality. ``eps`` is that of ``dtype``, else of the less precise operand. Prints the measured
     and allowed values (seen with ``pytest -s``, and in every failure).
     """
-    a = torch.as_tensor(actual, dtype=torch.float64)
-    b = torch.as_tensor(expected, dtype=torch.float64)
+    a, b = (
+        x.detach().to(torch.float64) if isinstance(x, torch.Tensor) else torch.tensor(x, dtype=torch.float64)
+        for x in (actual, expected)
+    )
     if not isinstance(expected, torch.Tensor):  # a number stands for every element
         b = b.expand_as(a)
     assert a.shape == b.shape, (what, a.shape, b.shape)
