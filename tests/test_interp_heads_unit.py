@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from alignlab.interp.heads import attention_scores, copying_scores, repeated_tokens
@@ -60,8 +61,25 @@ def test_phase_change_detection() -> None:
     steps = list(range(0, 500, 25))
     prefix = [0.02 if s < 200 else 0.85 for s in steps]
     loss = [4.5 - (1.5 if s >= 200 else 0.0) - 0.001 * s for s in steps]
-    snaps = [Snapshot(s, p, 0.1, 4.0 * (p > 0.5), lo) for s, p, lo in zip(steps, prefix, loss, strict=True)]
+    snaps = [
+        Snapshot(s, p, 0.1, 4.0 * (p > 0.5), lo, 0.9 * (p > 0.5))
+        for s, p, lo in zip(steps, prefix, loss, strict=True)
+    ]
     phase = detect_phase_change(snaps)
     assert phase.step == 200 and phase.loss_drop_step == 200 and phase.icl_step == 200
-    flat = [Snapshot(s, 0.03, 0.1, 0.0, 4.5) for s in steps]
-    assert detect_phase_change(flat).step is None
+    assert phase.prefix_step == 200 and phase.jump == pytest.approx(0.9)
+    assert phase.prefix_jump == pytest.approx(0.83)
+    flat = [Snapshot(s, 0.03, 0.1, 0.0, 4.5, 0.0) for s in steps]
+    assert detect_phase_change(flat).step is None and detect_phase_change(flat).prefix_step is None
+
+
+def test_phase_change_without_prefix_matching() -> None:
+    """Copying appears at step 300 through heads prefix matching does not see (issue 15): the
+    phase change is still found; the prefix-matching step beside it is None."""
+    steps = list(range(0, 500, 25))
+    snaps = [Snapshot(s, 0.04, 0.1, 3.0 * (s >= 300), 4.5, 0.9 * (s >= 300)) for s in steps]
+    phase = detect_phase_change(snaps)
+    assert phase.step == 300 and phase.icl_step == 300 and phase.prefix_step is None
+    # Prefix matching rising without any copying is not a phase change either.
+    heads_only = [Snapshot(s, 0.02 + 0.8 * (s >= 300), 0.1, 0.0, 4.5, 0.0) for s in steps]
+    assert detect_phase_change(heads_only).step is None and detect_phase_change(heads_only).prefix_step == 300

@@ -61,8 +61,9 @@ def _check_seq(model: Any, seq_len: int) -> None:
 
 @app.command()
 def heads(run: RunArg, seq_len: SeqOpt = 64, out: OutOpt = None, store: StoreOpt = None) -> None:
-    """Previous-token, prefix-matching (induction) and copying scores per head, and the ICL score."""
-    from alignlab.interp import head_scores, icl_score
+    """Previous-token, prefix-matching (induction) and copying scores per head, the ICL score and
+    the circuit-agnostic token-copying test."""
+    from alignlab.interp import head_scores, icl_score, repeat_probe, token_copying
     from alignlab.interp.plots import plot_heatmap
 
     model, model_dir = _load(run, store)
@@ -70,11 +71,13 @@ def heads(run: RunArg, seq_len: SeqOpt = 64, out: OutOpt = None, store: StoreOpt
     folder = _out_dir(out, model_dir)
     scores = head_scores(model, seq_len=seq_len)
     icl = icl_score(model, seq_len=seq_len)
+    copy = token_copying(model, repeat_probe(32, seq_len))
     layer, head, value = scores.best("prefix_matching")
     data = {
         **scores.to_dict(),
         "best_induction_head": {"layer": layer, "head": head, "prefix_matching": value},
         "icl": icl.__dict__,
+        "token_copying": copy.to_dict(),
         "icl_sign": "loss(first half) - loss(repeat); bigger = more in-context learning",
     }
     _write(folder / "heads.json", data)
@@ -82,7 +85,8 @@ def heads(run: RunArg, seq_len: SeqOpt = 64, out: OutOpt = None, store: StoreOpt
         scores.prefix_matching, "head", "layer", "prefix-matching", folder / "heads.png", center=False
     )
     typer.echo(
-        f"best induction head L{layer}H{head}: {value:.3f}; ICL improvement {icl.improvement:.3f} nats"
+        f"best induction head L{layer}H{head}: {value:.3f}; ICL improvement {icl.improvement:.3f} nats; "
+        f"copying accuracy gain {copy.accuracy_gain:.3f}"
     )
 
 
@@ -119,7 +123,10 @@ def phase(
     traj = track_training(cfg, out / "run", every=every, batch_fn=varied_repeat_batch)
     _write(out / "phase.json", traj.to_dict())
     plot_phase_change(traj.snapshots, traj.phase.step, out / "phase.png")
-    typer.echo(f"phase change at step {traj.phase.step} (loss drop at {traj.phase.loss_drop_step})")
+    typer.echo(
+        f"phase change at step {traj.phase.step} (token copying; prefix matching at "
+        f"{traj.phase.prefix_step}, loss drop at {traj.phase.loss_drop_step})"
+    )
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """Mechanistic interpretability on alignlab's hook names, each tool checked against planted truth.
 
 - `heads`: previous-token / prefix-matching / copying head scores and the ICL score.
-- `phase`: scores over training checkpoints and the induction-head phase change.
+- `copying`: the circuit-agnostic token-copying test (any circuit, any offset).
+- `phase`: scores over training checkpoints and the phase change, located on token copying.
 - `patching`: activation patching (residual, heads, MLPs) and zero/mean/resample ablations.
 - `attribution`: logit lens and direct logit attribution.
 - `probes`, `defection`: linear probes with AUROC CIs; trigger-free defection probes.
@@ -11,6 +12,14 @@
 
 from alignlab.interp.activations import encode_texts, last_token_activations, stream_activations
 from alignlab.interp.attribution import Attribution, direct_logit_attribution, logit_lens
+from alignlab.interp.copying import (
+    CopyProbe,
+    TokenCopying,
+    offset_repeat_batch,
+    offset_repeats,
+    repeat_probe,
+    token_copying,
+)
 from alignlab.interp.defection import DefectionResult, behaviour_pairs, defection_probe, yes_no_pairs
 from alignlab.interp.heads import HeadScores, ICLScore, head_scores, icl_score, repeated_tokens
 from alignlab.interp.patching import (
@@ -37,12 +46,14 @@ from alignlab.tasks.induction import varied_repeat_batch
 
 __all__ = [
     "Attribution",
+    "CopyProbe",
     "DefectionResult",
     "HeadScores",
     "ICLScore",
     "LinearProbe",
     "PhaseChange",
     "Snapshot",
+    "TokenCopying",
     "ToyConfig",
     "ToyResult",
     "Trajectory",
@@ -62,14 +73,18 @@ __all__ = [
     "last_token_activations",
     "logit_diff_metric",
     "logit_lens",
+    "offset_repeat_batch",
+    "offset_repeats",
     "patch_heads",
     "patch_hook",
     "patch_mlps",
     "patch_residual",
     "probe_auroc_by_hook",
+    "repeat_probe",
     "repeated_tokens",
     "stream_activations",
     "target_logprob_metric",
+    "token_copying",
     "track_training",
     "train_toy_models",
     "varied_repeat_batch",

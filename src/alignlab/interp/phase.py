@@ -4,6 +4,11 @@ Olsson et al. find that induction heads form abruptly: the prefix-matching score
 learning appears, and the training loss shows a visible bump/drop, all at the same step. We train
 with the ordinary `alignlab.train.train` loop and score every checkpoint it writes, so the tracked
 run is exactly the run one would otherwise train.
+
+The phase change is located on the circuit-agnostic token-copying test
+(`alignlab.interp.copying`), not on prefix matching: a model can learn to copy in context through
+heads at other offsets, which prefix matching scores as "no induction". The prefix-matching step
+is reported beside it; for the canonical circuit the two coincide.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ from typing import Any
 import numpy as np
 from safetensors.torch import load_file
 
-from alignlab.interp.heads import head_scores, icl_score
+from alignlab.interp.copying import ProbeFn, repeat_probe, token_copying
+from alignlab.interp.heads import head_scores
 from alignlab.model import Transformer
 from alignlab.tasks.base import BatchFn
 from alignlab.train import TrainConfig, TrainResult, list_checkpoints, train
@@ -26,10 +32,11 @@ class Snapshot:
     """Scores of one checkpoint."""
 
     step: int
-    prefix_matching: float  # best head's prefix-matching score
+    prefix_matching: float  # best head's prefix-matching score (on plain repeats)
     previous_token: float  # best head's previous-token score
-    icl_improvement: float  # loss(first half) - loss(repeat); bigger = more ICL
-    loss: float  # mean loss over the whole sequence
+    icl_improvement: float  # loss(fresh) - loss(copied) on the probe; bigger = more ICL
+    loss: float  # mean of the fresh and copied losses
+    copying: float  # top-1 accuracy on copied tokens minus on fresh ones (circuit-agnostic)
 
 
 @dataclass
@@ -37,18 +44,24 @@ class PhaseChange:
     """Where the scores jump.
 
     Attributes:
-        step: first checkpoint at which the best prefix-matching score passes halfway between its
-            first and its final value (None if it never rises by ``min_jump``).
+        step: first checkpoint at which the token-copying accuracy gain passes halfway between its
+            first and its final value (None if it never rises by ``min_jump``): in-context
+            copying appears, by whatever circuit.
         loss_drop_step: the checkpoint ending the steepest drop in loss between consecutive
             checkpoints (the "bump" in Olsson et al.'s loss curves).
-        icl_step: first checkpoint where the in-context improvement passes halfway.
-        jump: rise in the prefix-matching score from the first to the last checkpoint.
+        icl_step: first checkpoint where the in-context improvement (nats) passes halfway.
+        jump: rise in the copying accuracy gain from the first to the last checkpoint.
+        prefix_step: the same halfway crossing for the best prefix-matching score: the canonical
+            induction head appears (None for a model that copies by another route).
+        prefix_jump: rise in the best prefix-matching score.
     """
 
     step: int | None
     loss_drop_step: int | None
     icl_step: int | None
     jump: float
+    prefix_step: int | None = None
+    prefix_jump: float = 0.0
 
 
 @dataclass
@@ -77,13 +90,16 @@ def _halfway_step(steps: list[int], values: list[float], min_jump: float) -> int
 
 
 def detect_phase_change(snapshots: list[Snapshot], min_jump: float = 0.3) -> PhaseChange:
-    """Locate the jump in prefix matching and ICL, and the steepest loss drop.
+    """Locate the jump in token copying (the phase change), in ICL and in prefix matching, and the
+    steepest loss drop.
 
     Halfway crossing is used rather than the largest single-step difference because it is stable
-    under noise in individual checkpoints; ``min_jump`` stops a model that never forms induction
-    heads from reporting a spurious step.
+    under noise in individual checkpoints; ``min_jump`` (in accuracy for copying, in attention
+    for prefix matching, in nats for ICL) stops a model that never learns to copy from
+    reporting a spurious step.
     """
     steps = [s.step for s in snapshots]
+    copying = [s.copying for s in snapshots]
     prefix = [s.prefix_matching for s in snapshots]
     icl = [s.icl_improvement for s in snapshots]
     losses = np.asarray([s.loss for s in snapshots], dtype=float)
@@ -91,25 +107,30 @@ def detect_phase_change(snapshots: list[Snapshot], min_jump: float = 0.3) -> Pha
     if len(losses) >= 2:
         drop_step = steps[int(np.argmin(np.diff(losses))) + 1]
     return PhaseChange(
-        step=_halfway_step(steps, prefix, min_jump),
+        step=_halfway_step(steps, copying, min_jump),
         loss_drop_step=drop_step,
         icl_step=_halfway_step(steps, icl, min_jump),
-        jump=float(prefix[-1] - prefix[0]) if prefix else 0.0,
+        jump=float(copying[-1] - copying[0]) if copying else 0.0,
+        prefix_step=_halfway_step(steps, prefix, min_jump),
+        prefix_jump=float(prefix[-1] - prefix[0]) if prefix else 0.0,
     )
 
 
-def snapshot(model: Transformer, step: int, seq_len: int, seed: int = 0) -> Snapshot:
-    """Score one model state."""
+def snapshot(
+    model: Transformer, step: int, seq_len: int, seed: int = 0, probe: ProbeFn | None = None
+) -> Snapshot:
+    """Score one model state: head scores on plain repeats, token copying on ``probe``'s
+    sequences (default `repeat_probe`, the sequences of `alignlab.interp.heads.icl_score`)."""
     scores = head_scores(model, seq_len=seq_len, seed=seed)
-    icl = icl_score(model, seq_len=seq_len, seed=seed)
-    # Whole-sequence loss weights the halves equally, like the training loss.
-    loss = (icl.loss_first_half + icl.loss_repeat_half) / 2
+    copy = token_copying(model, (probe or repeat_probe)(32, seq_len, seed))
     return Snapshot(
         step=step,
         prefix_matching=scores.best("prefix_matching")[2],
         previous_token=scores.best("previous_token")[2],
-        icl_improvement=icl.improvement,
-        loss=loss,
+        icl_improvement=copy.improvement,
+        # Fresh and copied tokens weighted equally, like the halves of a plain repeat.
+        loss=(copy.loss_fresh + copy.loss_copied) / 2,
+        copying=copy.accuracy_gain,
     )
 
 
@@ -119,6 +140,7 @@ def track_training(
     every: int = 25,
     progress: bool = False,
     batch_fn: BatchFn | None = None,
+    probe: ProbeFn | None = None,
 ) -> Trajectory:
     """Train ``cfg`` and score every ``every`` steps; returns the trajectory and phase change.
 
@@ -128,6 +150,8 @@ def track_training(
         every: steps between scored checkpoints.
         progress: show the training progress bar.
         batch_fn: a data recipe replacing ``cfg.task`` (e.g. `varied_repeat_batch`).
+        probe: the sequences of the token-copying test (default: plain repeats); pass the family
+            the model learns to copy on, e.g. ``partial(offset_repeats, offset=-1)``.
 
     Example:
         >>> cfg = train_preset("induction-attn-only-2l").replace(seq_len=64, steps=300)
@@ -139,7 +163,7 @@ def track_training(
     cfg = cfg.replace(ckpt_every=every, eval_every=every)
     seen: set[str] = set()
     snaps: list[Snapshot] = []
-    probe = Transformer(cfg.model)
+    scorer = Transformer(cfg.model)
 
     def score_new_checkpoints() -> None:
         # `train` keeps only the newest two checkpoints, so score each as soon as it appears.
@@ -148,14 +172,14 @@ def track_training(
                 continue
             seen.add(path.name)
             tensors = load_file(str(path / "state.safetensors"))
-            probe.load_state_dict(
+            scorer.load_state_dict(
                 {k[len("model.") :]: v for k, v in tensors.items() if k.startswith("model.")}
             )
-            snaps.append(snapshot(probe, int(path.name.split("-")[1]), cfg.seq_len, cfg.seed))
+            snaps.append(snapshot(scorer, int(path.name.split("-")[1]), cfg.seq_len, cfg.seed, probe))
 
     init = Transformer(cfg.model)
     init.init_weights(seed=_init_seed(cfg))
-    snaps.append(snapshot(init, 0, cfg.seq_len, cfg.seed))
+    snaps.append(snapshot(init, 0, cfg.seq_len, cfg.seed, probe))
     result = train(
         cfg,
         out,

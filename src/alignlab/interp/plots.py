@@ -54,12 +54,13 @@ def plot_heatmap(
 
 
 def plot_phase_change(snapshots: Sequence[Snapshot], phase_step: int | None, path: str | Path) -> Path:
-    """Prefix-matching score, in-context improvement and loss over training, with the phase change
-    marked (the shape of Olsson et al. 2022's Figure 2)."""
+    """Token copying, prefix-matching score, in-context improvement and loss over training, with the
+    phase change marked (the shape of Olsson et al. 2022's Figure 2)."""
     plt = _plt()
     steps = [s.step for s in snapshots]
-    fig, axes = plt.subplots(3, 1, figsize=(6, 7), sharex=True)
+    fig, axes = plt.subplots(4, 1, figsize=(6, 9), sharex=True)
     series = [
+        ([s.copying for s in snapshots], "copying accuracy gain"),
         ([s.prefix_matching for s in snapshots], "best prefix-matching"),
         ([s.icl_improvement for s in snapshots], "in-context improvement (nats)"),
         ([s.loss for s in snapshots], "loss (nats)"),
@@ -70,7 +71,7 @@ def plot_phase_change(snapshots: Sequence[Snapshot], phase_step: int | None, pat
         if phase_step is not None:
             ax.axvline(phase_step, color="red", ls="--", lw=1)
     axes[-1].set_xlabel("training step")
-    axes[0].set_title("induction-head phase change")
+    axes[0].set_title("in-context copying phase change")
     return _save(fig, path)
 
 
