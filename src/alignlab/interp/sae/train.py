@@ -26,8 +26,8 @@ from alignlab.interp.sae.model import SAE, SAEConfig
 # Adam moves every coordinate by about ``lr`` per step, so a unit-norm decoder row in ``d_in``
 # dimensions turns by about ``lr * sqrt(d_in)`` radians: the standard SAE's default learning rate
 # is ``3e-3`` at ``d_in = 128`` scaled by ``sqrt(128 / d_in)`` to keep that angle fixed. Measured
-# on planted features (32 chunks of 4096): at 3e-3 flat, d_in=12-24 stayed at MMCS 0.74-0.88
-# while d_in >= 64 recovered them; scaled, all of d_in = 12-128 reached 0.94-0.998.
+# on planted features (512 steps): at 3e-3 flat, d_in = 12-24 stayed at MMCS 0.70-0.88 while
+# d_in >= 64 reached 0.97-0.99; scaled, every d_in from 12 to 128 reached 0.94-0.998.
 _STANDARD_LR_AT_128 = 3e-3
 _TOPK_LR = 3e-3
 # Steps over which the recent L0 is averaged for the density warning.
@@ -48,11 +48,12 @@ class SAETrainConfig:
             ``d_in = 128`` scaled by ``sqrt(128 / d_in)`` (see the module's note).
         l1_coefficient: weight of the L1 penalty (standard SAEs only), in units of inputs scaled
             to unit mean squared centred norm, so the same value suits any input scale and width.
-            0.5 recovered planted features (mean max cosine 0.92-0.998 in 512 steps) at all
-            seven (features, d_in, sparsity) settings tried where TopK did, raw-scale 1e-3 at
-            none of them (0.39-0.65, a random decoder's 0.27-0.64). It suits a few active
-            features per input (each is shrunk by about a quarter of the typical input norm):
-            lower it for denser activations; `SAEDensityWarning` flags the opposite case.
+            0.5 recovered planted features (mean max cosine 0.925-0.998 in 512 steps) at seven
+            (features, d_in, p_active) settings from (32, 12, 0.06) to (256, 128, 0.01); the old
+            raw-scale 1e-3 at none (0.31-0.64, a random decoder's 0.27-0.65). 512 features in
+            d_in=64 needed 3x the steps (0.95), and warned when stopped early. It suits a few
+            active features per input (each is shrunk by about a quarter of the typical input
+            norm): lower it for denser activations; `SAEDensityWarning` flags both failures.
         l1_warmup_steps: steps over which the L1 coefficient rises linearly from 0 (Conerly et
             al. 2024 warm it up over the first 5% of training), so features align with the data
             before the penalty can kill them.
