@@ -19,12 +19,14 @@ from alignlab import load
 from alignlab.errors import ConfigError, DivergenceError
 from alignlab.model import SIZES
 from alignlab.store import Store
+from alignlab.tasks import make_batch
 from alignlab.train import TrainConfig, list_checkpoints, lr_at, train, train_run
+from alignlab.train._stacked_model import Layout, StackedTransformer, _causal_suffices
 from alignlab.train._stacked_optim import adamw_rows_, clip_rows_
-from alignlab.train.loop import MetricsFn
+from alignlab.train.loop import MetricsFn, make_optimizer
 from alignlab.train.stacked import train_runs_stacked, train_stacked
 
-from conftest import TINY_CFGS, assert_close_rel
+from conftest import FORWARD_ULPS, TINY_CFGS, assert_close_rel, make_model
 
 # Chat data: right padding, attention masks and completion-only loss masks, the study's case.
 BASE = TrainConfig(
@@ -113,6 +115,40 @@ def test_members_match_their_separate_runs(tmp_path: Path, arch: str) -> None:
         assert [p.name for p in list_checkpoints(tmp_path / f"stacked{i}" / "ckpt")] == [
             p.name for p in list_checkpoints(tmp_path / f"separate{i}" / "ckpt")
         ]
+
+
+@pytest.mark.parametrize("arch", sorted(TINY_CFGS))
+@pytest.mark.parametrize("padding", ["right", "left"])
+def test_stacked_loss_and_gradients_match_the_transformer(arch: str, padding: str) -> None:
+    cfg = TINY_CFGS[arch].replace(n_ctx=64)
+    models = [make_model(cfg, seed=s).train() for s in range(3)]
+    optimizer = make_optimizer(models[0], BASE.replace(model=cfg))
+    layout = Layout.of(models[0], optimizer)
+    flat = torch.stack([layout.row(layout.params_of(m)) for m in models]).requires_grad_()
+    batches = [make_batch("chat", 4, 48, seed=s, step=0) for s in range(3)]
+    if padding == "left":  # roll each row's padding to the front: the padding-mask path
+        for b in batches:
+            assert b.attention_mask is not None and b.loss_mask is not None
+            for r in range(b.tokens.shape[0]):
+                shift = int((b.attention_mask[r] == 0).sum())
+                b.tokens[r], b.loss_mask[r], b.attention_mask[r] = (
+                    t[r].roll(shift) for t in (b.tokens, b.loss_mask, b.attention_mask)
+                )
+    tokens, loss_mask, attn = (
+        torch.stack([getattr(b, k) for b in batches]) for k in ("tokens", "loss_mask", "attention_mask")
+    )
+    assert _causal_suffices(attn, loss_mask) == (padding == "right")
+    sums, counts = StackedTransformer(cfg).loss_sums(layout.views(flat), tokens, loss_mask, attn)
+    (sums / counts).sum().backward()
+    assert flat.grad is not None
+    for m, (model, b) in enumerate(zip(models, batches, strict=True)):
+        want = model(b.tokens, return_type="loss", loss_mask=b.loss_mask, attention_mask=b.attention_mask)
+        want.backward()
+        # Same maths in another summation order (batched matmuls, the loss summed per member):
+        # FORWARD_ULPS of the quantity's scale, as for other reordered forwards (conftest).
+        assert_close_rel(sums[m] / counts[m], want, ulps=FORWARD_ULPS, what=f"{arch} loss {m}")
+        grads = layout.row([p.grad for p in layout.params_of(model) if p.grad is not None])
+        assert_close_rel(flat.grad[m], grads, ulps=FORWARD_ULPS, what=f"{arch} gradients {m}")
 
 
 def test_adamw_rows_equal_torch_adamw_bitwise() -> None:
