@@ -50,7 +50,7 @@ class StudySpec:
     interventions: tuple[str, ...] = ("sft-clean", "oracle-sft", "rl", "adversarial")
     base: BaseSpec = dataclasses.field(default_factory=BaseSpec)
     install_steps: int = 300
-    install_lr: float = 1e-3
+    install_lr: float = 3e-3
     budget: Budget = dataclasses.field(default_factory=Budget)
     gates: InstallGates = dataclasses.field(default_factory=InstallGates)
 
