@@ -249,7 +249,12 @@ MUTANTS: tuple[Mutant, ...] = (
                 "pass  # mutant: decoder rows keep their norms",
             ),
         ),
-        ("tests/test_interp_sae.py", "-k", "recovers or fold or saelens"),
+        (
+            "tests/test_strong_sae.py",
+            "tests/test_interp_sae.py",
+            "-k",
+            "recovers or fold or saelens or unit_norm",
+        ),
         "TopK SAE decoder rows are never renormalised to unit norm",
     ),
     Mutant(
