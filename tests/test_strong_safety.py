@@ -43,12 +43,13 @@ def test_sft_clean_lowers_held_out_clean_loss(installed: alignlab.Transformer) -
     assert sorted(losses) == [0, STEPS]
     assert losses[0] == _clean_loss(installed, org)  # dose 0 is the installed model, untouched
     drop = losses[0] - losses[STEPS]
-    # Measured: 2.890 -> 2.736 nats (-5.3%) after 40 steps at the default lr 1e-3 (2.830, -2.1%,
-    # after 20) on the session's al-10k backdoor, which 250 installation steps left far from
-    # competent on the clean tasks. Require a drop of at least 2% of the starting loss (0.058
-    # nats, 2.6x below the measurement): a rise, no change, or a drop by rounding alone fails.
-    # Bounded above: more than half the loss gone in 40 steps at this lr would mean the
-    # measurement split shares the training prompts.
+    print(f"held-out clean loss by dose: {losses}")
+    # Measured: 2.911 -> 2.773 nats (-4.7%) after 40 steps at the default lr 1e-3 (2.890 ->
+    # 2.736 before the near-miss negatives joined the installation mix) on the session's al-10k
+    # backdoor, which 250 installation steps leave far from competent on the clean tasks. Require
+    # a drop of at least 2% of the starting loss (0.058 nats, 2.4x below the measurement): a
+    # rise, no change, or a drop by rounding alone fails. Bounded above: more than half the loss
+    # gone in 40 steps at this lr would mean the measurement split shares the training prompts.
     assert 0.02 * losses[0] <= drop <= 0.5 * losses[0], losses
     moved = max((model.state_dict()[k] - v).abs().max().item() for k, v in before_weights.items())
     assert moved > 1e-3, moved  # 40 Adam steps at lr 1e-3 move a weight by up to 4e-2
