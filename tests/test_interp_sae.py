@@ -182,7 +182,14 @@ def test_sae_on_model_activations() -> None:
     sae, _ = train_sae(stream_activations(model, batches, hook), sae_cfg, SAETrainConfig(epochs_per_chunk=3))
     held = make_batch("chat", 16, 48, 0, 0, "eval").tokens
     m = sae_metrics(sae, stream_activations(model, iter([held]), hook))
-    assert 0 <= m.dead_fraction <= 1 and m.fvu < 1.0
+    # TopK codes have k = 4 active latents unless a selected pre-activation is <= 0 (measured
+    # L0 3.99); the reconstruction explains most of the variance (FVU measured 0.064; an SAE
+    # that learned nothing scores ~1); the dead fraction is the share of latents that never fire
+    # on these tokens (measured 18 of 64), counted here directly.
+    assert 3.5 <= m.l0 <= 4 and m.fvu < 0.25, m
+    acts = torch.cat(list(stream_activations(model, iter([held]), hook)))
+    never = int((sae.encode(acts.float()) <= 0).all(0).sum())
+    assert m.dead_fraction == never / 64 and 0 < never < 40, (m, never)
     ce = ce_loss_recovered(model, sae, hook, held)
     assert ce["ce_sae"] < ce["ce_zero"] or abs(ce["ce_zero"] - ce["ce_clean"]) < 1e-3
     top = top_activating(model, sae, hook, held, feature=int(sae.b_enc.argmax()), k=3)
