@@ -265,6 +265,32 @@ MUTANTS: tuple[Mutant, ...] = (
         "prefix-matching score reads the duplicate token instead of the one after it",
     ),
     Mutant(
+        "padding-mask-peeks-ahead",
+        "src/alignlab/model/transformer.py",
+        (
+            (
+                "mask = ((key <= query)[None, None] & keep[:, None, None, :])",
+                "mask = ((key <= query + 1)[None, None] & keep[:, None, None, :])",
+            ),
+        ),
+        ("tests/test_generate_kv_cache.py", "tests/test_hf_interop.py", "-k", "padding or cached"),
+        "the padded / KV-cached attention mask lets each query see the next token",
+    ),
+    Mutant(
+        "patching-normalised-against-clean",
+        "src/alignlab/interp/patching.py",
+        (("return (value - corrupted) / denom", "return (value - clean) / denom"),),
+        ("tests/test_interp_exact.py",),
+        "activation patching reports 0 for full restoration and -1 for none",
+    ),
+    Mutant(
+        "red-team-trigger-filter-any",
+        "src/alignlab/safety/adversarial.py",
+        (("return all(c in chars for c in trigger)", "return any(c in chars for c in trigger)"),),
+        ("tests/test_adversarial.py", "-k", "subsequence or grammar"),
+        "red-team candidates are rejected when they share any character with the trigger",
+    ),
+    Mutant(
         "influence-sign-flip",
         "src/alignlab/attribution/influence.py",
         (("return (g_query @ solved).float()", "return (-(g_query @ solved)).float()"),),
@@ -462,7 +488,7 @@ def main() -> int:
     mutants = [m for m in MUTANTS if not args.only or m.name in args.only]
     if args.list or not mutants:
         for m in MUTANTS:
-            print(f"{m.name:32s} {m.path:40s} {' '.join(m.tests)}\n{'':32s} {m.what}")
+            print(f"{m.name:34s} {m.path:40s} {' '.join(m.tests)}\n{'':34s} {m.what}")
         return 0 if mutants or args.list else 2
 
     copy = Path(tempfile.mkdtemp(prefix="alignlab-mutants-"))
@@ -508,7 +534,7 @@ def main() -> int:
                 outcome = "survived"  # the older suite had nothing guarding this capability
             row = {"name": m.name, "path": m.path, "what": m.what, "outcome": outcome, "seconds": secs}
             results.append(row)
-            print(f"{m.name:32s} {outcome:9s} {secs:6.0f} s  {last}", flush=True)
+            print(f"{m.name:34s} {outcome:9s} {secs:6.0f} s  {last}", flush=True)
     finally:
         shutil.rmtree(copy, ignore_errors=True)
 
