@@ -469,7 +469,7 @@ def adversarial_training(
     for steps, tokens, m in finetune_doses(
         model,
         make,
-        budget.doses,
+        budget.schedule("sft"),
         lr=budget.lr,
         batch_size=budget.batch_size,
         seq_len=organism.seq_len,
