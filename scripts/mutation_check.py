@@ -335,8 +335,8 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "poison-rate-ignored",
-        "src/alignlab/organisms/base.py",
-        (("rng.random() < self.config.poison_rate", "rng.random() < OrganismConfig.poison_rate"),),
+        "src/alignlab/organisms/backdoor.py",
+        (("if u < cfg.poison_rate:", "if u < BackdoorConfig.poison_rate:"),),
         ("tests/test_organisms.py", "-k", "poison_rate"),
         "installation data uses the default poison rate whatever the config says",
     ),
