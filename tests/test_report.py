@@ -33,7 +33,7 @@ def test_study_report_shows_curves_trend_and_runs(store_ids: tuple[Store, dict[s
     assert page.count("<svg") >= 4  # dose-response per size (3) + the defect log-prob curve
     # The answer leads: the verdicts come before the gates, the gates before the curves, and the
     # run metadata last.
-    marks = ("Does safety training remove", "<h2>Gates</h2>", "Dose-response", "Environment")
+    marks = ("Does safety training remove the planted", "<h2>Gates</h2>", "Dose-response", "Environment")
     order = [page.find(t) for t in marks]
     assert -1 not in order and order == sorted(order), order
     assert "slope per decade" in page and "detectable slope" in page

