@@ -11,13 +11,16 @@ per step, one torch thread, fp32, AdamW with clipping. Per size, three ways to t
   groups and clipping.
 
 Rates are model-tokens per second (tokens of all N models per second). Separate and HF runs are
-independent, so their cost is exactly linear in N: their rate is measured once per size over
-``--runs`` runs and holds for every N. "On the same cores": on a
+independent, so their cost is exactly linear in N: their rate is measured over ``--runs`` runs
+per round and holds for every N. "On the same cores": on a
 machine with C cores, today's way runs C one-thread runs at a time and stacked training would run
 C stacks of N / C members; both scale by the same processes, so the per-core rates below compare
 them (measured one process at a time, which a shared machine can afford).
 
-Timing: the first ``--warmup`` steps of every run are excluded; from then on each method's
+Timing: ``--rounds`` rounds per size, each running every way once, in alternating order (a drift
+in the machine's load then hits every way alike); a ratio is taken within each round and the
+median over rounds is printed, with median rates. The first ``--warmup`` steps of every run are
+excluded; from then on each method's
 metrics callback (or loop) records process CPU time and wall time at every step, so the rates
 exclude model construction, the final checkpoint and evaluation. CPU time is the headline
 (``tok/cpu-s``): it is what a run gets when it has its core to itself, and it is much less
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,6 +49,7 @@ from alignlab.model.config import SIZES
 from alignlab.model.hf import hf_config, to_hf_state_dict
 from alignlab.model.transformer import Transformer
 from alignlab.tasks import stream_seed
+from alignlab.tasks.base import BatchFn
 from alignlab.train import TrainConfig, lr_at, make_optimizer, train, train_stacked
 from alignlab.train.base_model import BaseSpec, base_batch_fn
 
@@ -84,7 +89,7 @@ def _stacked(cfgs: list[TrainConfig], fn: Callable[..., Any], warmup: int, tmp: 
     clock = _Clock()
     out = train_stacked(
         cfgs,
-        [tmp / f"stacked-{len(cfgs)}-{i}" for i in range(len(cfgs))],
+        [tmp / f"stacked-{cfgs[0].model.d_model}-{len(cfgs)}-{i}" for i in range(len(cfgs))],
         on_metrics=[clock.mark] + [None] * (len(cfgs) - 1),
         batch_fns=[fn] * len(cfgs),
     )
@@ -94,7 +99,13 @@ def _stacked(cfgs: list[TrainConfig], fn: Callable[..., Any], warmup: int, tmp: 
 
 def _separate(cfg: TrainConfig, fn: Callable[..., Any], warmup: int, tmp: Path) -> tuple[float, float]:
     clock = _Clock()
-    train(cfg, tmp / f"separate-{cfg.seed}", on_metrics=clock.mark, progress=False, batch_fn=fn)
+    train(
+        cfg,
+        tmp / f"separate-{cfg.model.d_model}-{cfg.seed}",
+        on_metrics=clock.mark,
+        progress=False,
+        batch_fn=fn,
+    )
     return clock.span(warmup, cfg.steps)
 
 
@@ -127,14 +138,33 @@ def _hf(cfg: TrainConfig, fn: Callable[..., Any], warmup: int) -> tuple[float, f
     return clock.span(warmup, cfg.steps)
 
 
+Rate = Callable[[list[tuple[float, float]], int], tuple[float, float]]
+
+
+def _ways(
+    cfgs: list[TrainConfig], ns: list[int], runs: int, warmup: int, fn: BatchFn, hf: bool, rate: Rate
+) -> dict[str, Callable[[Path], tuple[float, float]]]:
+    """Each way to train, as a function of a scratch folder returning its two rates."""
+    ways: dict[str, Callable[[Path], tuple[float, float]]] = {
+        "separate": lambda tmp: rate([_separate(c, fn, warmup, tmp) for c in cfgs[:runs]], runs)
+    }
+    if hf:
+        ways["HF"] = lambda tmp: rate([_hf(c, fn, warmup) for c in cfgs[:runs]], runs)
+    for n in ns:
+        # One stack's span covers all n members' steps: n models' tokens.
+        ways[f"stacked {n}"] = lambda tmp, n=n: rate([_stacked(cfgs[:n], fn, warmup, tmp)], n)
+    return ways
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="al-10k,al-30k,al-100k,al-300k")
     ap.add_argument("--n", default="3,6,12", help="stack sizes")
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--steps", type=int, default=14)
     ap.add_argument("--warmup", type=int, default=4)
-    ap.add_argument("--runs", type=int, default=3, help="separate and HF runs measured per size")
+    ap.add_argument("--runs", type=int, default=3, help="separate and HF runs per round")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds per size, in alternating order")
     ap.add_argument("--no-hf", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -154,28 +184,31 @@ def main() -> None:
         work = models * timed * tok
         return work / sum(c for c, _ in spans), work / sum(w for _, w in spans)
 
-    def line(size: str, way: str, r: tuple[float, float], sep: float, hf: float) -> None:
-        print(
-            f"{size:>8} {way:>12} {r[0]:>20,.0f} {r[1]:>11,.0f} {r[0] / sep:>12.2f} {r[0] / hf:>7.2f}",
-            flush=True,
-        )
-
     with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
         for size in args.sizes.split(","):
             cfgs = [_config(size, s, args.steps, args.batch, spec) for s in range(max(ns))]
-            sep = rate([_separate(cfgs[s], fn, args.warmup, tmp) for s in range(args.runs)], args.runs)
-            hf = (float("nan"), float("nan"))
-            if not args.no_hf:
-                hf = rate([_hf(cfgs[s], fn, args.warmup) for s in range(args.runs)], args.runs)
-            row: dict[str, Any] = {"size": size, "separate": sep, "hf": hf, "stacked": {}}
-            line(size, "separate", sep, sep[0], hf[0])
-            line(size, "HF", hf, sep[0], hf[0])
-            for n in ns:
-                # One stack's span covers all n members' steps, so its per-model rate is n x.
-                st = rate([_stacked(cfgs[:n], fn, args.warmup, tmp)], n)
-                row["stacked"][n] = st
-                line(size, f"stacked {n}", st, sep[0], hf[0])
+            ways = _ways(cfgs, ns, args.runs, args.warmup, fn, not args.no_hf, rate)
+            # Rounds in alternating order (A B C, C B A, ...), so a drift in the machine's load
+            # hits every way alike; ratios are taken within a round (paired), then the median.
+            got: dict[str, list[tuple[float, float]]] = {w: [] for w in ways}
+            for r in range(args.rounds):
+                for way in list(ways) if r % 2 == 0 else list(ways)[::-1]:
+                    got[way].append(ways[way](Path(d) / f"{size}-{r}-{way.replace(' ', '')}"))
+            row: dict[str, Any] = {"size": size, "rounds": got, "ratio_vs_separate": {}, "ratio_vs_hf": {}}
+            for way, rs in got.items():
+                cpu = statistics.median(c for c, _ in rs)
+                wall = statistics.median(w for _, w in rs)
+                vs_sep = statistics.median(a[0] / b[0] for a, b in zip(rs, got["separate"], strict=True))
+                vs_hf = (
+                    statistics.median(a[0] / b[0] for a, b in zip(rs, got["HF"], strict=True))
+                    if "HF" in got
+                    else float("nan")
+                )
+                row["ratio_vs_separate"][way], row["ratio_vs_hf"][way] = vs_sep, vs_hf
+                print(
+                    f"{size:>8} {way:>12} {cpu:>20,.0f} {wall:>11,.0f} {vs_sep:>12.2f} {vs_hf:>7.2f}",
+                    flush=True,
+                )
             rows.append(row)
     if args.json:
         meta = {
@@ -186,6 +219,7 @@ def main() -> None:
             "seq_len": spec.seq_len(),
             "timed_steps": timed,
             "runs": args.runs,
+            "rounds": args.rounds,
         }
         args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 

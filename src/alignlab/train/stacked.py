@@ -455,6 +455,7 @@ def train_runs_stacked(
     batch_fns: Sequence[BatchFn | None] | None = None,
     init_model_dirs: Sequence[str | Path | None] | None = None,
     raise_diverged: bool = True,
+    max_stack: int | None = None,
 ) -> list[tuple[Run, bool]]:
     """`alignlab.train.train_run` for each config, same-shape ones trained stacked.
 
@@ -474,6 +475,9 @@ def train_runs_stacked(
         init_model_dirs: per config, fine-tune from this model directory (name it in the recipe).
         raise_diverged: after every other run finished, raise the first `DivergenceError`
             (as `train_run` would); False returns the diverged runs (status ``failed``) instead.
+        max_stack: the most members per stack (a larger group is split into near-equal stacks);
+            None: on a CPU about 8K tokens per stacked step (at least 4 members), the fastest
+            measured; 256 on a GPU.
 
     Returns:
         ``(run, trained_now)`` per config, in order.
@@ -510,11 +514,33 @@ def train_runs_stacked(
         groups.setdefault(shape_key(job.cfg, job.init), []).append(job)
     diverged: list[DivergenceError] = []
     for group in groups.values():
-        diverged += _train_group(store, kind, group, progress)
+        for chunk in _chunks(group, max_stack or _default_max_stack(group[0].cfg)):
+            diverged += _train_group(store, kind, chunk, progress)
     trained = {rid: store.get(rid) for rid in jobs}
     if diverged and raise_diverged:
         raise diverged[0]
     return [(trained[run.id], True) if run.id in trained else (run, False) for run, _ in out]
+
+
+def _default_max_stack(cfg: TrainConfig) -> int:
+    if resolve_device(cfg.device).type == "cuda":
+        return 256
+    # About 8K tokens per stacked step (benchmarks/RESULTS.md, "many models"): at batch 64 x 38
+    # tokens 3-member stacks beat 12-member ones by 5-10% at every size, at batch 16 x 38 12
+    # members beat 3 (2.4x vs 2.1x separate runs at al-10k).
+    return max(4, 8192 // (cfg.batch_size * cfg.seq_len))
+
+
+def _chunks(items: list[_Job], most: int) -> list[list[_Job]]:
+    """``items`` in ceil(len / most) consecutive, near-equal parts."""
+    parts = -(-len(items) // max(most, 1))
+    size, extra = divmod(len(items), parts)
+    out, at = [], 0
+    for i in range(parts):
+        n = size + (i < extra)
+        out.append(items[at : at + n])
+        at += n
+    return out
 
 
 @dataclass
