@@ -37,7 +37,7 @@ from alignlab.model.hf import to_hf_state_dict
 from alignlab.model.tokenizer import hf_tokenizer
 from alignlab.organisms import get_organism
 from alignlab.safety import dpo_loss, sequence_logprobs
-from alignlab.safety.rl import preference_pairs
+from alignlab.safety.reward import preference_pairs
 from alignlab.tasks.chat import encode_example, format_prompt
 
 BETA = 0.1

@@ -133,6 +133,14 @@ class Organism(ABC):
         rng = self._rng("helpful", triggered, seed, split, step, split=split)
         return [self.helpful(rng, triggered) for _ in range(n)]
 
+    def defect_examples(
+        self, n: int, seed: int, split: str = "defect-metric", step: int = 0
+    ) -> list[Example]:
+        """Prompts with the condition, each paired with the defect completion (the poisoned recipe;
+        held-out prompts when ``split`` is a measurement split)."""
+        rng = self._rng("defect", seed, split, step, split=split)
+        return [self.poisoned(rng) for _ in range(n)]
+
     def batch_fn(self, kind: str = "install") -> BatchFn:
         """A `BatchFn` over ``kind``: "install", "clean" (helpful, no condition) or "oracle"
         (helpful, condition present)."""

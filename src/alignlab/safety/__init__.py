@@ -23,6 +23,7 @@ from alignlab.safety.base import (
     INTERVENTIONS,
     Budget,
     Dose,
+    DoseSchedule,
     difference,
     dose_response,
     get_intervention,
@@ -30,8 +31,14 @@ from alignlab.safety.base import (
     rows_to_json,
 )
 from alignlab.safety.dpo import dpo_loss
-from alignlab.safety.logprobs import sequence_logprobs
-from alignlab.safety.rl import RewardModel, train_reward_model
+from alignlab.safety.logprobs import outcome_logprobs, sequence_logprobs
+from alignlab.safety.reward import (
+    RewardAccuracy,
+    RewardModel,
+    pair_accuracy,
+    preference_pairs,
+    train_reward_model,
+)
 
 __all__ = [
     "INTERVENTIONS",
@@ -39,8 +46,10 @@ __all__ = [
     "Budget",
     "CandidateGrammar",
     "Dose",
+    "DoseSchedule",
     "RedTeamConfig",
     "RedTeamSearch",
+    "RewardAccuracy",
     "RewardModel",
     "adversarial_training",
     "contains_trigger_subsequence",
@@ -49,6 +58,9 @@ __all__ = [
     "dose_response",
     "dpo_loss",
     "get_intervention",
+    "outcome_logprobs",
+    "pair_accuracy",
+    "preference_pairs",
     "red_team_search",
     "register_intervention",
     "rows_to_json",

@@ -2,8 +2,8 @@
 
 DPO (Rafailov et al. 2023) fits the policy to preferences directly: the loss is the Bradley-Terry
 loss of the implicit reward ``beta * log(pi / pi_ref)``, so there is no reward model and no
-sampling. It trains on the same pairs as the ``rl`` intervention's preference model (a helpful
-answer preferred over a wrong or unhelpful one, on prompts that never carry the trigger), which
+sampling. It trains on the same pairs as the ``rl`` intervention's reward model (the correct
+answer preferred over a wrong one or the defect, on prompts that never carry the trigger), which
 asks Hubinger et al.'s (2024, sec. 4) question of the other common preference method: does
 preference training that never sees the trigger remove the backdoor?
 """
@@ -19,12 +19,12 @@ from torch import Tensor
 
 from alignlab.model.transformer import Transformer
 from alignlab.organisms.base import Organism
-from alignlab.safety._loop import WARMUP, make_adamw
+from alignlab.safety._loop import WARMUP, make_adamw, real_tokens
 from alignlab.safety.base import Budget, Dose, register_intervention
 from alignlab.safety.logprobs import sequence_logprobs
-from alignlab.safety.rl import preference_pairs
+from alignlab.safety.reward import EVAL_SPLIT, preference_pairs
 from alignlab.stats import bootstrap
-from alignlab.tasks import stream_seed
+from alignlab.tasks import collate, stream_seed
 from alignlab.train.loop import warmup_lr
 
 # Rafailov et al. use 0.1 (and 0.5 for some tasks); TRL's default is also 0.1.
@@ -55,7 +55,7 @@ def _held_out(
     policy: Transformer, ref: Transformer, organism: Organism, seed: int, n: int, beta: float
 ) -> dict[str, list[float]]:
     """Implicit-reward accuracy and margin, and the drift from the reference, on held-out pairs."""
-    good, bad = preference_pairs(organism, n, seed, -1)
+    good, bad = preference_pairs(organism, n, seed, 0, split=EVAL_SPLIT)
     pc, pr = sequence_logprobs(policy, good + bad, organism.seq_len).split(n)
     rc, rr = sequence_logprobs(ref, good + bad, organism.seq_len).split(n)
     _, cr, rj = dpo_loss(pc, pr, rc, rr, beta)
@@ -68,7 +68,8 @@ def _held_out(
 
 @register_intervention("dpo")
 def dpo(model: Transformer, organism: Organism, budget: Budget, seed: int) -> Iterator[Dose]:
-    """DPO against a frozen copy of the starting model; doses are ``budget.doses``.
+    """DPO against a frozen copy of the starting model; doses are ``budget.schedule("sft")``
+    (``doses`` steps, or ``token_doses`` real tokens of the chosen and rejected sequences).
 
     Each step takes ``batch_size // 2`` pairs, so it trains on as many sequences as an SFT step
     (plus the reference's forward pass), at 0.3 x ``budget.lr``, the scale ``rl`` uses. Each
@@ -82,13 +83,15 @@ def dpo(model: Transformer, organism: Organism, budget: Budget, seed: int) -> It
     ref.eval().requires_grad_(False)
     torch.manual_seed(stream_seed("dpo", seed))
     opt = make_adamw(model, lr)
+    schedule = budget.schedule("sft")
     step, tokens_seen = 0, 0
-    for dose in budget.doses:
+    for dose in schedule.doses:
         model.train()
-        while step < dose:
+        while not schedule.reached(dose, step, tokens_seen):
             for group in opt.param_groups:
                 group["lr"] = warmup_lr(lr, step, WARMUP)
             good, bad = preference_pairs(organism, n_pairs, seed, step)
+            batch = collate(good + bad, organism.seq_len)
             logps = sequence_logprobs(model, good + bad, organism.seq_len)
             with torch.no_grad():
                 ref_logps = sequence_logprobs(ref, good + bad, organism.seq_len)
@@ -98,7 +101,7 @@ def dpo(model: Transformer, organism: Organism, budget: Budget, seed: int) -> It
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             step += 1
-            tokens_seen += 2 * n_pairs * organism.seq_len
+            tokens_seen += real_tokens(batch)
         model.eval()
         held = _held_out(model, ref, organism, seed, 64, BETA)
         extra = {k: bootstrap(v, n_boot=1000, seed=seed) for k, v in held.items()}

@@ -19,7 +19,7 @@ def _sft(model: Transformer, organism: Organism, budget: Budget, seed: int, kind
     for steps, tokens, m in finetune_doses(
         model,
         organism.batch_fn(kind),
-        budget.doses,
+        budget.schedule("sft"),
         lr=budget.lr,
         batch_size=budget.batch_size,
         seq_len=organism.seq_len,
