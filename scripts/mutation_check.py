@@ -217,7 +217,7 @@ MUTANTS: tuple[Mutant, ...] = (
             ('if run.status == "done" and (run.dir / "model" / "model.safetensors").exists():', "if False:"),
             ('if run.status == "done" and (model_dir / "model.safetensors").exists():', "if False:"),
         ),
-        ("tests/test_strong_reuse.py",),
+        ("tests/test_strong_reuse.py", "tests/test_cli.py", "-k", "reuse"),
         "a finished run is trained again instead of reused",
     ),
     Mutant(
