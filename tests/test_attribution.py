@@ -178,8 +178,10 @@ def test_lds_machinery_on_a_small_budget() -> None:
     for name, est in res.lds.items():  # the LDS is the mean of the per-query correlations
         assert est.value == pytest.approx(float(np.nanmean(res.per_query[name])), abs=1e-12), name
     # Even 20 steps learn the poison: the planted count ranks the 4 subsets' query losses
-    # (measured 1.0 for all 10 queries); a wrong sign of the loss or of the support gives -1.
-    assert res.lds["oracle"].value >= 0.8, res.lds["oracle"]
+    # (measured 1.0 for all 10 queries; 0.8 since the near-miss negatives joined the mix). A
+    # Spearman correlation over 4 subsets moves in steps of 0.2, so require 0.5: a wrong sign of
+    # the loss or of the support gives about -0.8, chance about 0.
+    assert res.lds["oracle"].value >= 0.5, res.lds["oracle"]
     # Random scores: mean over 200 draws of a Spearman correlation over 4 subsets, 0 in
     # expectation (SD of one draw ~0.58, of the mean ~0.04; measured 0.04).
     assert abs(res.null.value) < 0.2 and res.null.n == 200 and res.n_subsets == 4
