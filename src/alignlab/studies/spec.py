@@ -57,7 +57,7 @@ class StudySpec:
     seeds: tuple[int, ...] = (0, 1, 2)
     interventions: tuple[str, ...] = ("sft-clean", "oracle-sft", "rl", "adversarial")
     base: BaseSpec = dataclasses.field(default_factory=BaseSpec)
-    install_steps: int = 300
+    install_steps: int = 600
     install_lr: float = 3e-3
     budget: Budget = dataclasses.field(
         default_factory=lambda: Budget(token_doses=DEFAULT_TOKEN_DOSES, n_eval=100)
