@@ -105,7 +105,8 @@ def test_rl_on_the_competent_organism_keeps_clean_accuracy_within_the_kl_budget(
     KL 0.36 [0.23, 0.50] nats per completion, clean accuracy 0.86 -> 0.82, reward-model accuracy
     0.998 (measured on the 300-step install of base seed 0). On the study's current organism
     (600-step install of base seed 1, clean accuracy ~0.98) fewer samples are wrong to start
-    with: reward -0.43 -> -0.15, so the gain is bounded at 0.15 (measured 0.28). The issue's budget is a clean-accuracy drop of at most 0.05 and 5 nats; the
+    with: reward -0.43 -> -0.15, so the gain is bounded at 0.15 (measured 0.28).
+    The issue's budget is a clean-accuracy drop of at most 0.05 and 5 nats; the
     drop is asserted with the sampling noise of two 100-prompt rates on top (SE ~0.035 each)."""
     org = get_organism("backdoor")
     rows = dose_response("rl", load(competent[1]), org, Budget(rl_doses=(0, 60), n_eval=100), seed=0)
