@@ -140,6 +140,21 @@ def evaluate(
     return out
 
 
+def initial_model(cfg: TrainConfig, init_model: Transformer | None, device: torch.device) -> Transformer:
+    """The model a run starts from: a copy of ``init_model`` (fine-tuning) or a fresh init from
+    ``cfg.seed``, in training mode on ``device``. It seeds torch's global RNG first, so the RNG
+    state a checkpoint carries is the same whichever trainer (plain or stacked) built the model."""
+    torch.manual_seed(stream_seed("init", cfg.seed))
+    if init_model is not None:
+        model = Transformer(init_model.cfg)
+        model.load_state_dict(init_model.state_dict())
+    else:
+        model = Transformer(cfg.model)
+        model.init_weights(seed=stream_seed("init", cfg.seed))
+    model.to(device).train()
+    return model
+
+
 def train(
     cfg: TrainConfig,
     out_dir: str | Path,
@@ -179,14 +194,7 @@ def train(
     make = preflight(cfg, batch_fn)
     torch.set_num_threads(cfg.resolved_threads())
     device = resolve_device(cfg.device)
-    torch.manual_seed(stream_seed("init", cfg.seed))
-    if init_model is not None:
-        model = Transformer(init_model.cfg)
-        model.load_state_dict(init_model.state_dict())
-    else:
-        model = Transformer(cfg.model)
-        model.init_weights(seed=stream_seed("init", cfg.seed))
-    model.to(device).train()
+    model = initial_model(cfg, init_model, device)
     optimizer = make_optimizer(model, cfg)
     meta = load_latest(out / "ckpt", model, optimizer)
     start = int(meta["step"]) if meta else 0

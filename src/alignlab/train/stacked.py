@@ -37,7 +37,7 @@ from alignlab.errors import ConfigError, DivergenceError
 from alignlab.model.hf import load
 from alignlab.model.transformer import Transformer
 from alignlab.store import Run, Store
-from alignlab.tasks import Batch, stream_seed
+from alignlab.tasks import Batch
 from alignlab.tasks.base import BatchFn
 from alignlab.train._stacked_model import Layout, StackedTransformer
 from alignlab.train._stacked_optim import adamw_rows_, clip_rows_
@@ -50,6 +50,7 @@ from alignlab.train.loop import (
     _IntervalLosses,
     _progress,
     evaluate,
+    initial_model,
     lr_at,
     make_optimizer,
 )
@@ -113,15 +114,7 @@ def _start(
     """A member initialised (or restored) exactly as `alignlab.train.train` does, and its AdamW
     moments by parameter name (empty before its first step)."""
     make = preflight(cfg, batch_fn)
-    # Same RNG calls as `train`, so the RNG state its checkpoints carry is the same too.
-    torch.manual_seed(stream_seed("init", cfg.seed))
-    if init_model is not None:
-        model = Transformer(init_model.cfg)
-        model.load_state_dict(init_model.state_dict())
-    else:
-        model = Transformer(cfg.model)
-        model.init_weights(seed=stream_seed("init", cfg.seed))
-    model.to(device).train()
+    model = initial_model(cfg, init_model, device)
     optimizer = make_optimizer(model, cfg)
     meta = load_latest(out / "ckpt", model, optimizer)
     start = int(meta["step"]) if meta else 0
