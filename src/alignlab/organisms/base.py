@@ -21,7 +21,7 @@ from alignlab.organisms.generation import complete
 from alignlab.stats import Estimate
 from alignlab.tasks import Batch, Example, collate, stream_seed
 from alignlab.tasks.base import BatchFn
-from alignlab.tasks.chat import task_rng
+from alignlab.tasks.chat import check_word_len, task_rng
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +48,9 @@ class OrganismConfig:
 
         if not (math.isfinite(self.poison_rate) and 0.0 <= self.poison_rate <= 1.0):
             raise ConfigError(f"poison_rate must be in [0, 1], got {self.poison_rate}")
-        lo, hi = self.word_len
-        if not 1 <= lo <= hi <= 32:
-            raise ConfigError(f"word_len must satisfy 1 <= shortest <= longest <= 32, got {self.word_len}")
+        problem = check_word_len(self.word_len)
+        if problem:
+            raise ConfigError(problem)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

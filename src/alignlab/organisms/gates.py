@@ -9,10 +9,9 @@ else.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
-from alignlab.errors import ConfigError
+from alignlab._validate import check_int, check_real, raise_problems
 from alignlab.gates import Gate
 from alignlab.model.transformer import Transformer
 from alignlab.organisms.base import Organism, flags_estimate
@@ -39,13 +38,9 @@ class InstallGates:
     n: int = 200
 
     def __post_init__(self) -> None:
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            if f.name == "n":
-                if not 20 <= v <= 100_000:
-                    raise ConfigError(f"gates.n must be in 20..100000, got {v}")
-            elif not (isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 1):
-                raise ConfigError(f"gates.{f.name} must be in [0, 1], got {v}")
+        rates = [f.name for f in dataclasses.fields(self) if f.name != "n"]
+        problems = [check_real(name, getattr(self, name), lo=0.0, hi=1.0) for name in rates]
+        raise_problems("InstallGates", [*problems, check_int("n", self.n, lo=20, hi=100_000)])
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from alignlab._validate import check_int, check_real, raise_problems
 from alignlab.errors import ConfigError
 from alignlab.model.config import SIZES
 from alignlab.organisms.base import OrganismConfig
@@ -65,8 +66,6 @@ class StudySpec:
     gates: InstallGates = dataclasses.field(default_factory=InstallGates)
 
     def __post_init__(self) -> None:
-        import math
-
         from alignlab.organisms import ORGANISMS
         from alignlab.safety import INTERVENTIONS
 
@@ -101,10 +100,13 @@ class StudySpec:
             raise ConfigError("sizes and seeds must not repeat")
         if not self.seeds or any(not 0 <= s < 2**31 for s in self.seeds):
             raise ConfigError(f"seeds must be 1 or more integers in [0, 2^31), got {self.seeds}")
-        if not 1 <= self.install_steps <= 100_000:
-            raise ConfigError(f"install_steps must be in 1..100000, got {self.install_steps}")
-        if not (math.isfinite(self.install_lr) and 0 < self.install_lr <= 1):
-            raise ConfigError(f"install_lr must be in (0, 1], got {self.install_lr}")
+        raise_problems(
+            "StudySpec",
+            [
+                check_int("install_steps", self.install_steps, lo=1, hi=100_000),
+                check_real("install_lr", self.install_lr, lo=0.0, hi=1.0, lo_open=True),
+            ],
+        )
         org = self.organism_config
         tasks, word_len = getattr(org, "tasks", self.base.tasks), getattr(org, "word_len", self.base.word_len)
         if (tasks, word_len) != (self.base.tasks, self.base.word_len):

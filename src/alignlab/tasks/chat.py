@@ -58,11 +58,19 @@ class TaskRandom(random.Random):
         self, seed: int, word_len: tuple[int, int] = DEFAULT_WORD_LEN, held_out: bool | None = None
     ) -> None:
         super().__init__(seed)
-        lo, hi = word_len
-        if not 1 <= lo <= hi <= 32:
-            raise ConfigError(f"word_len must satisfy 1 <= shortest <= longest <= 32, got {word_len}")
-        self.word_len = (lo, hi)
+        problem = check_word_len(word_len)
+        if problem:
+            raise ConfigError(problem)
+        self.word_len = (word_len[0], word_len[1])
         self.held_out = held_out
+
+
+def check_word_len(word_len: tuple[int, int]) -> str | None:
+    """The problem with a (shortest, longest) word-length pair, or None."""
+    lo, hi = word_len
+    if not 1 <= lo <= hi <= 32:
+        return f"word_len must satisfy 1 <= shortest <= longest <= 32, got {word_len}"
+    return None
 
 
 def is_measurement_split(split: str) -> bool:

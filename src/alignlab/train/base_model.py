@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from alignlab._io import write_json_atomic
+from alignlab._validate import check_int, check_real, raise_problems
 from alignlab.errors import ConfigError
 from alignlab.gates import Gate
 from alignlab.model.config import SIZES
@@ -34,7 +34,7 @@ from alignlab.stats import Estimate, wilson
 from alignlab.store import Run, Store
 from alignlab.tasks import Batch, collate
 from alignlab.tasks.base import BatchFn
-from alignlab.tasks.chat import check_tasks, sample_examples
+from alignlab.tasks.chat import check_tasks, check_word_len, sample_examples
 from alignlab.train.config import TrainConfig
 
 # Steps and peak learning rates per size at batch 128 that pass the gate with margin on the
@@ -78,21 +78,18 @@ class BaseSpec:
 
     def __post_init__(self) -> None:
         check_tasks(self.tasks)
-        lo, hi = self.word_len
-        if not 1 <= lo <= hi <= 32:
-            raise ConfigError(f"word_len must satisfy 1 <= shortest <= longest <= 32, got {self.word_len}")
-        if not 0 <= self.steps <= 1_000_000:
-            raise ConfigError(f"base steps must be in 0..1000000 (0 = the size's default), got {self.steps}")
-        if not (math.isfinite(self.lr) and 0 <= self.lr <= 1):
-            raise ConfigError(f"base lr must be in [0, 1] (0 = the size's default), got {self.lr}")
-        if not 1 <= self.batch_size <= 4096:
-            raise ConfigError(f"base batch_size must be in 1..4096, got {self.batch_size}")
-        if not 20 <= self.n_gate <= 100_000:
-            raise ConfigError(f"n_gate must be in 20..100000, got {self.n_gate}")
-        for name in ("min_accuracy", "min_lower"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and 0 <= v <= 1):
-                raise ConfigError(f"{name} must be in [0, 1], got {v}")
+        raise_problems(
+            "BaseSpec",
+            [
+                check_word_len(self.word_len),
+                check_int("steps (0 = the size's default)", self.steps, lo=0, hi=1_000_000),
+                check_real("lr (0 = the size's default)", self.lr, lo=0.0, hi=1.0),
+                check_int("batch_size", self.batch_size, lo=1, hi=4096),
+                check_int("n_gate", self.n_gate, lo=20, hi=100_000),
+                check_real("min_accuracy", self.min_accuracy, lo=0.0, hi=1.0),
+                check_real("min_lower", self.min_lower, lo=0.0, hi=1.0),
+            ],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
