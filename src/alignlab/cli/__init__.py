@@ -17,6 +17,7 @@ from alignlab.cli import (
     runs,
     sample,
     scaling_cmd,
+    study_cmd,
     train,
 )
 from alignlab.cli._common import StoreOpt, fail, group
@@ -33,7 +34,17 @@ def _root(store: StoreOpt = None) -> None:
 
 
 # Order sets the order of `alignlab --help`.
-for _module in (train, runs, sample, eval_cmd, interp_cmd, scaling_cmd, report_cmd, attribute_cmd):
+for _module in (
+    train,
+    study_cmd,
+    runs,
+    sample,
+    eval_cmd,
+    interp_cmd,
+    scaling_cmd,
+    report_cmd,
+    attribute_cmd,
+):
     _module.register(app)
 
 

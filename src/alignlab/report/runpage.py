@@ -11,6 +11,7 @@ from alignlab.report import data, env, plots
 from alignlab.report import html as h
 from alignlab.report.study import study_body
 from alignlab.store import Run, Store
+from alignlab.studies.registry import StudyDef, registered_result
 from alignlab.studies.result import StudyResult
 
 Linker = Callable[[str], str]
@@ -157,6 +158,13 @@ def _env_section(run: Run, study: StudyResult | None) -> str:
     return "".join(parts)
 
 
+def _registered_body(defn: StudyDef, result: dict[str, Any]) -> str:
+    # Answer first, in the study's own words; its own section follows (gates, intervals, tables).
+    head = f"<h1>{h.esc(defn.name)}: {h.esc(defn.question)}</h1>"
+    answer = f"<p class='answer'><strong>Answer:</strong> {h.esc(result.get('answer', ''))}</p>"
+    return head + answer + defn.report(result)
+
+
 def run_report(store: Store, run: Run, link: Linker, nav: Sequence[tuple[str, str]] = ()) -> str:
     """The complete HTML report for ``run``.
 
@@ -170,6 +178,10 @@ def run_report(store: Store, run: Run, link: Linker, nav: Sequence[tuple[str, st
     created = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.created))
     # A study's page leads with its answer; run metadata comes after.
     parts = [study_body(study, link)] if study else []
+    registered = None if study else registered_result(run)
+    if registered:
+        defn, result = registered
+        parts.append(_registered_body(defn, result))
     parts.append(
         h.kv_table(
             {
@@ -192,5 +204,5 @@ def run_report(store: Store, run: Run, link: Linker, nav: Sequence[tuple[str, st
     if run.recipe:
         parts.append("<h3>Recipe</h3>" + h.pre_json(run.recipe))
     parts.append(_env_section(run, study))
-    title = f"{'Study' if study else run.kind.capitalize()} report: {run.id}"
+    title = f"{'Study' if study or registered else run.kind.capitalize()} report: {run.id}"
     return h.page(title, "".join(parts), nav)

@@ -1,0 +1,58 @@
+"""``alignlab study NAME`` and ``alignlab studies``: every registered study, one generic command."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from alignlab._overrides import apply_overrides, settable_keys
+from alignlab.cli._common import JsonOpt, SetOpt, StoreOpt, open_store
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def studies(json_: JsonOpt = False) -> None:
+        """List the registered studies (besides the flagship `alignlab run`), their presets and keys."""
+        from alignlab.studies.registry import studies as table
+
+        rows = []
+        for name, defn in sorted(table().items()):
+            presets = {p: desc for p, (_, desc) in defn.presets().items()}
+            keys = settable_keys(defn.preset("default"))
+            rows.append({"study": name, "question": defn.question, "presets": presets, "keys": keys})
+        if json_:
+            typer.echo(json.dumps(rows, indent=1))
+            return
+        for r in rows:
+            typer.echo(f"{r['study']}: {r['question']}")
+            for p, desc in r["presets"].items():
+                typer.echo(f"  --preset {p}: {desc}")
+            typer.echo(f"  --set keys: {', '.join(r['keys'])}")
+
+    @app.command()
+    def study(
+        name: Annotated[str, typer.Argument(help="Study name (see `alignlab studies`).")],
+        store: StoreOpt = None,
+        json_: JsonOpt = False,
+        preset: Annotated[str, typer.Option(help="Study preset (quick, default, ...).")] = "default",
+        set_: SetOpt = None,
+    ) -> None:
+        """Run a registered study: writes study.json into a study run and its HTML report. A study
+        already finished with the same spec is read back, not rerun."""
+        from alignlab.report import write_report
+        from alignlab.studies.registry import get_study, run_registered
+
+        defn = get_study(name)
+        spec = apply_overrides(defn.preset(preset), set_ or [])
+        st = open_store(store)
+        run, result = run_registered(st, name, spec)
+        report = write_report(st, run.id)
+        path = run.dir / "study.json"
+        if json_:
+            typer.echo(json.dumps({**result, "path": str(path), "report": str(report)}, indent=1))
+            return
+        typer.echo(defn.summary(result))
+        typer.echo(f"study.json: {path}")
+        typer.echo(f"report (opens offline): {report}")

@@ -1,0 +1,145 @@
+"""The study registry: every study besides the flagship plugs in here (name -> `StudyDef`).
+
+A study module in ``alignlab/studies/`` registers itself at import time; `studies()` imports them
+all, so the CLI (``alignlab study NAME``), the report pages and the evidence page find each study
+by the name stored in its ``study.json``.
+
+Example:
+    >>> from alignlab.studies.registry import studies
+    >>> sorted(studies())  # doctest: +SKIP
+    ['debate', 'weak-to-strong', ...]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from alignlab._io import write_json_atomic
+from alignlab.errors import ConfigError
+from alignlab.store import Run, Store
+
+RESULT_FILE = "study.json"
+
+Result = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class StudyDef:
+    """One registered study.
+
+    Attributes:
+        name: registry name, used on the command line and stored in ``study.json``.
+        question: the one-line question the study answers (shown in listings and reports).
+        presets: preset name -> (spec, description); must hold ``"quick"`` and ``"default"``.
+        run: ``(store, spec) -> result``; the result is JSON-able and holds ``"answer"``, a one-line
+            headline that states the finding with its interval and gates.
+        summary: result -> console text, leading with the answer.
+        report: result -> HTML fragment (all text escaped), leading with the answer.
+    """
+
+    name: str
+    question: str
+    presets: Callable[[], dict[str, tuple[Any, str]]]
+    run: Callable[[Store, Any], Result]
+    summary: Callable[[Result], str]
+    report: Callable[[Result], str]
+
+    def preset(self, name: str) -> Any:
+        """The spec of preset ``name`` (ConfigError naming the choices when unknown)."""
+        table = self.presets()
+        if name not in table:
+            raise ConfigError(
+                f"unknown preset {name!r} for study {self.name!r}; choose one of: {', '.join(table)}"
+            )
+        return table[name][0]
+
+
+_STUDIES: dict[str, StudyDef] = {}
+_loaded = False
+
+
+def register_study(defn: StudyDef) -> StudyDef:
+    """Add ``defn`` to the registry (re-registering the same name replaces it: module reloads)."""
+    _STUDIES[defn.name] = defn
+    return defn
+
+
+def studies() -> dict[str, StudyDef]:
+    """Every registered study, by name (imports each module of ``alignlab.studies`` once)."""
+    global _loaded
+    if not _loaded:
+        import alignlab.studies as pkg
+
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith("_") and info.name != "registry":
+                importlib.import_module(f"{pkg.__name__}.{info.name}")
+        _loaded = True
+    return dict(_STUDIES)
+
+
+def get_study(name: str) -> StudyDef:
+    """The study called ``name`` (ConfigError naming the choices when unknown)."""
+    table = studies()
+    if name not in table:
+        raise ConfigError(f"unknown study {name!r}; choose one of: {', '.join(sorted(table))}")
+    return table[name]
+
+
+def _spec_dict(spec: Any) -> Any:
+    return dataclasses.asdict(spec) if dataclasses.is_dataclass(spec) and not isinstance(spec, type) else spec
+
+
+def run_registered(store: Store, name: str, spec: Any) -> tuple[Run, Result]:
+    """Run study ``name`` with ``spec`` and store its result as ``study.json`` of a study run.
+
+    The run's id is the hash of (study name, spec), so the same study with the same spec is the
+    same run; a finished one is returned without running again, since nothing stored is redone.
+
+    Returns:
+        ``(run, result)``; the result also carries ``"study"``, ``"spec"`` and ``"timing"``.
+    """
+    defn = get_study(name)
+    config = {"study": name, "spec": _spec_dict(spec)}
+    run, _ = store.get_or_create("study", config, name=name)
+    path = run.dir / RESULT_FILE
+    if run.status == "done" and path.exists():
+        import json
+
+        return run, json.loads(path.read_text())
+    store.set_status(run.id, "running")
+    t0 = time.perf_counter()
+    try:
+        result = dict(defn.run(store, spec))
+    except BaseException:
+        store.set_status(run.id, "failed")
+        raise
+    if not isinstance(result.get("answer"), str):
+        raise TypeError(f"study {name!r} returned no 'answer' string")
+    result.update(study=name, question=defn.question, spec=config["spec"], run_id=run.id)
+    result.setdefault("timing", {})["wall_seconds"] = time.perf_counter() - t0
+    write_json_atomic(path, result, indent=1)
+    store.set_status(run.id, "done")
+    return run, result
+
+
+def registered_result(run: Run) -> tuple[StudyDef, Result] | None:
+    """(study, result) when ``run`` holds the ``study.json`` of a registered study, else None."""
+    import json
+
+    path = run.dir / RESULT_FILE
+    if not path.exists():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    name = result.get("study") if isinstance(result, dict) else None
+    if not isinstance(name, str) or name not in studies():
+        return None
+    return _STUDIES[name], result
