@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,7 +17,7 @@ def register(app: typer.Typer) -> None:
         """List the registered studies (besides the flagship `alignlab run`), their presets and keys."""
         from alignlab.studies.registry import studies as table
 
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, defn in sorted(table().items()):
             presets = {p: desc for p, (_, desc) in defn.presets().items()}
             keys = settable_keys(defn.preset("default"))
