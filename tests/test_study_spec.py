@@ -10,7 +10,7 @@ import pytest
 from alignlab._overrides import apply_overrides
 from alignlab.errors import ConfigError
 from alignlab.gates import Gate, GateFailed, require
-from alignlab.stats import Estimate, wilson
+from alignlab.stats import Estimate, difference, wilson
 from alignlab.studies.spec import StudySpec, resolve_organism
 from alignlab.tasks.chat import is_held_out, is_measurement_split, sample_examples
 
@@ -80,6 +80,16 @@ def test_gate_directions_and_bounds() -> None:
     assert Gate.from_dict(g.to_dict()) == g
     with pytest.raises(GateFailed, match="install failed its gate: f"):
         require([g, Gate("a", acc, 0.9, ">=")], "install")
+
+
+def test_gate_at_its_threshold_passes_despite_rounding() -> None:
+    # A clean-accuracy drop of exactly 10/200 from 200/200 is 0.05 in exact arithmetic but
+    # 0.0500000000000000444 in floats; "at most 0.05" must pass it and fail 11/200.
+    drop = difference(wilson(200, 200), wilson(190, 200))
+    assert drop.value > 0.05 and Gate("drop", drop, 0.05, "<=").passed
+    assert not Gate("drop", difference(wilson(200, 200), wilson(189, 200)), 0.05, "<=").passed
+    assert Gate("acc", wilson(190, 200), 0.95, ">=").passed
+    assert not Gate("acc", wilson(189, 200), 0.95, ">=").passed
 
 
 def test_held_out_prompts_never_reach_training_streams() -> None:

@@ -20,6 +20,9 @@ class GateFailed(AlignlabError):
     """A model failed a gate; what would have been measured on it is not run."""
 
 
+_SLACK = 1e-9
+
+
 @dataclasses.dataclass(frozen=True)
 class Gate:
     """One check: ``estimate.value`` (and optionally its interval's near end) against a threshold.
@@ -46,9 +49,13 @@ class Gate:
     @property
     def passed(self) -> bool:
         e = self.estimate
+        # Rates are k/n and drops are differences of rates, so a value that is the threshold in
+        # exact arithmetic can miss it by a rounding error (1.0 - 0.95 = 0.0500000000000000444):
+        # compare with a slack far below 1/n for any n this library measures.
+        slack = _SLACK * max(1.0, abs(self.threshold))
         if self.direction == ">=":
-            return e.value >= self.threshold and (self.bound is None or e.lo >= self.bound)
-        return e.value <= self.threshold and (self.bound is None or e.hi <= self.bound)
+            return e.value >= self.threshold - slack and (self.bound is None or e.lo >= self.bound - slack)
+        return e.value <= self.threshold + slack and (self.bound is None or e.hi <= self.bound + slack)
 
     def describe(self) -> str:
         """One line: name, measured value with interval, the rule and the verdict."""
