@@ -113,3 +113,12 @@ def test_estimate_nan_bounds_print_without_raw_values() -> None:
 
     assert _fmt(Estimate(0.5, math.nan, math.nan, 1, "single seed")) == "0.50 (n/a: single seed)"
     assert _fmt(None) == "not measured"
+
+
+def test_reward_size_is_one_fixed_base_for_every_size() -> None:
+    # Held fixed by default: a reward model started from each size's own policy grows with size
+    # and confounds any persistence-vs-size trend of rl.
+    assert StudySpec().reward_size in StudySpec().sizes
+    assert dataclasses.replace(StudySpec(), reward_size="").reward_size == ""
+    with pytest.raises(ConfigError, match="unknown reward_size 'al-10k'"):
+        dataclasses.replace(StudySpec(), reward_size="al-10k")

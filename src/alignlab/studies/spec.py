@@ -50,6 +50,10 @@ class StudySpec:
         install_lr: their peak learning rate.
         budget: the interventions' doses and evaluation size.
         gates: the install gate's thresholds.
+        reward_size: the ``rl`` reward model of every cell starts from the clean base model of
+            this size (same seed), so reward-model quality is held fixed across the size axis;
+            "" starts it from each cell's own installed model, which confounds any trend over
+            size with the reward model's own growth.
     """
 
     organism: str = "backdoor"
@@ -64,6 +68,7 @@ class StudySpec:
         default_factory=lambda: Budget(token_doses=DEFAULT_TOKEN_DOSES, n_eval=100)
     )
     gates: InstallGates = dataclasses.field(default_factory=InstallGates)
+    reward_size: str = "al-100k"
 
     def __post_init__(self) -> None:
         from alignlab.organisms import ORGANISMS
@@ -96,6 +101,10 @@ class StudySpec:
                 raise ConfigError(
                     f"unknown {kind} {unknown or '(none given)'}; choose from {', '.join(known)}{more}"
                 )
+        if self.reward_size and self.reward_size not in BASE_SCHEDULE:
+            raise ConfigError(
+                f"unknown reward_size {self.reward_size!r}; choose from {', '.join(BASE_SCHEDULE)} or ''"
+            )
         if len(set(self.sizes)) != len(self.sizes) or len(set(self.seeds)) != len(self.seeds):
             raise ConfigError("sizes and seeds must not repeat")
         if not self.seeds or any(not 0 <= s < 2**31 for s in self.seeds):
