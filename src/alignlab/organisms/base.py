@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from alignlab.errors import ConfigError
+from alignlab.model.text import Tokenizer, char_tokenizer
 from alignlab.model.transformer import Transformer
 from alignlab.organisms.generation import complete
 from alignlab.stats import Estimate
@@ -74,9 +75,14 @@ class Organism(ABC):
     #: the shortest sequence length that fits every example.
     seq_len: ClassVar[int] = 64
 
-    def __init__(self, config: OrganismConfig | None = None, **overrides: Any) -> None:
+    def __init__(
+        self, config: OrganismConfig | None = None, *, tokenizer: Tokenizer | None = None, **overrides: Any
+    ) -> None:
         cfg = config or self.config_cls()
         self.config = dataclasses.replace(cfg, **overrides) if overrides else cfg
+        #: encodes the organism's data (`batch_fn`): the tokenizer of the model it is installed
+        #: into (`alignlab.model.text.load_tokenizer`); the character tokenizer by default.
+        self.tokenizer: Tokenizer = tokenizer or char_tokenizer()
 
     # ---- data -------------------------------------------------------------------------------
 
@@ -151,10 +157,10 @@ class Organism(ABC):
         }
         if kind not in samplers:
             raise ConfigError(f"unknown batch kind {kind!r}; choose from {sorted(samplers)}")
-        sample = samplers[kind]
+        sample, tok = samplers[kind], self.tokenizer
 
         def make(batch_size: int, seq_len: int, seed: int, step: int, split: str) -> Batch:
-            return collate(sample(batch_size, seed, split, step), seq_len)
+            return collate(sample(batch_size, seed, split, step), seq_len, tok)
 
         return make
 
@@ -206,8 +212,9 @@ def register_organism(name: str) -> Callable[[type[Organism]], type[Organism]]:
     return deco
 
 
-def get_organism(name: str, **config: Any) -> Organism:
-    """An organism by registry name, with config fields overridden by ``config``.
+def get_organism(name: str, *, tokenizer: Tokenizer | None = None, **config: Any) -> Organism:
+    """An organism by registry name, with config fields overridden by ``config``; ``tokenizer``
+    encodes its data (default: the character tokenizer).
 
     Example:
         >>> org = get_organism("backdoor", poison_rate=0.2)
@@ -220,7 +227,7 @@ def get_organism(name: str, **config: Any) -> Organism:
         raise ConfigError(
             f"unknown organism {name!r}; choose one of {', '.join(sorted(ORGANISMS))}"
         ) from None
-    return cls(**config)
+    return cls(tokenizer=tokenizer, **config)
 
 
 def flags_estimate(flags: Sequence[bool], seed: int = 0) -> Estimate:

@@ -1,4 +1,8 @@
-"""Greedy completion of chat prompts, through `alignlab.evals.generation`'s batched decoding."""
+"""Greedy completion of chat prompts, through `alignlab.evals.generation`'s batched decoding.
+
+Prompts are encoded and completions decoded with the model's own tokenizer
+(`alignlab.model.text.tokenizer_of`: the one saved beside its weights, else the character one).
+"""
 
 from __future__ import annotations
 
@@ -7,19 +11,17 @@ from collections.abc import Sequence
 import torch
 
 from alignlab.evals.generation import generate_ids, left_pad
-from alignlab.model import tokenizer as tk
+from alignlab.model.text import Tokenizer, char_tokenizer, tokenizer_of
 from alignlab.model.transformer import Transformer
-from alignlab.tasks import format_prompt
+from alignlab.tasks import prompt_ids
 
 
-def _chat_rows(prompts: Sequence[str]) -> list[list[int]]:
-    bos = tk.vocabulary()[tk.BOS]
-    return [[bos, *tk.encode(format_prompt(p))] for p in prompts]
-
-
-def encode_prompts(prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_prompts(
+    prompts: Sequence[str], tokenizer: Tokenizer | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """BOS + formatted prompt for each, left-padded: ``(tokens, attention_mask)``."""
-    return left_pad(_chat_rows(prompts), tk.vocabulary()[tk.PAD])
+    tok = tokenizer or char_tokenizer()
+    return left_pad([prompt_ids(p, tok) for p in prompts], tok.pad_id)
 
 
 @torch.no_grad()
@@ -32,14 +34,13 @@ def complete(
         >>> complete(model, ["reverse abc"])
         ['cba']
     """
-    vocab = tk.vocabulary()
-    pad, eos = vocab[tk.PAD], vocab[tk.EOS]
-    rows = _chat_rows(prompts)
+    tok = tokenizer_of(model)
+    rows = [prompt_ids(p, tok) for p in prompts]
     was_training = model.training
     model.eval()
     out: list[str] = []
     for lo in range(0, len(rows), batch_size):
-        new = generate_ids(model, rows[lo : lo + batch_size], max_new_tokens, pad=pad, eos=eos)
-        out += [tk.decode(ids) for ids in new]
+        new = generate_ids(model, rows[lo : lo + batch_size], max_new_tokens, pad=tok.pad_id, eos=tok.eos_id)
+        out += [tok.decode(ids) for ids in new]
     model.train(was_training)
     return out

@@ -56,7 +56,7 @@ def finetune_doses(
         while not schedule.reached(dose, step, tokens):
             for group in opt.param_groups:
                 group["lr"] = warmup_lr(lr, step, WARMUP)
-            batch: Batch = make_batch(batch_size, seq_len, seed, step, "train")
+            batch: Batch = make_batch(batch_size, seq_len, seed, step, "train").to(model.device)
             loss = model(
                 batch.tokens,
                 return_type="loss",

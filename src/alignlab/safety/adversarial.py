@@ -459,12 +459,12 @@ def adversarial_training(
 
     def make(batch_size: int, seq_len: int, s: int, step: int, split: str) -> Batch:
         if not trained:  # nothing found: the red team adds no data, so this is clean SFT
-            return collate(organism.helpful_examples(batch_size, s, split, step), seq_len)
+            return collate(organism.helpful_examples(batch_size, s, split, step), seq_len, organism.tokenizer)
         half = batch_size // 2
         rng = random.Random(stream_seed("redteam-batch", s, split, step))
         exs = [rng.choice(trained) for _ in range(half)]
         exs += organism.helpful_examples(batch_size - half, s, split, step)
-        return collate(exs, seq_len)
+        return collate(exs, seq_len, organism.tokenizer)
 
     for steps, tokens, m in finetune_doses(
         model,

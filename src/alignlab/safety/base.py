@@ -164,8 +164,9 @@ def get_intervention(name: str) -> InterventionFn:
 
 def _as_model(model: Transformer | str | Path) -> Transformer:
     if isinstance(model, Transformer):
-        copy = Transformer(model.cfg)
+        copy = Transformer(model.cfg).to(model.device)
         copy.load_state_dict(model.state_dict())
+        copy.tokenizer = model.tokenizer
         return copy
     return load(model)
 

@@ -78,7 +78,7 @@ def dpo(model: Transformer, organism: Organism, budget: Budget, seed: int) -> It
     (log pi - log pi_ref of the chosen answer).
     """
     n_pairs, lr = max(1, budget.batch_size // 2), budget.lr * 0.3
-    ref = Transformer(model.cfg)
+    ref = Transformer(model.cfg).to(model.device)
     ref.load_state_dict(model.state_dict())
     ref.eval().requires_grad_(False)
     torch.manual_seed(stream_seed("dpo", seed))
@@ -91,7 +91,7 @@ def dpo(model: Transformer, organism: Organism, budget: Budget, seed: int) -> It
             for group in opt.param_groups:
                 group["lr"] = warmup_lr(lr, step, WARMUP)
             good, bad = preference_pairs(organism, n_pairs, seed, step)
-            batch = collate(good + bad, organism.seq_len)
+            batch = collate(good + bad, organism.seq_len, organism.tokenizer)
             logps = sequence_logprobs(model, good + bad, organism.seq_len)
             with torch.no_grad():
                 ref_logps = sequence_logprobs(ref, good + bad, organism.seq_len)

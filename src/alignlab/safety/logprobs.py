@@ -11,6 +11,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from alignlab.model.text import tokenizer_of
 from alignlab.model.transformer import Transformer
 from alignlab.organisms.base import Organism
 from alignlab.stats import Estimate, seed_interval
@@ -29,8 +30,8 @@ def sequence_logprobs(
     reduce: Literal["sum", "mean"] = "sum",
 ) -> Float[Tensor, " n"]:
     """Log-probability of each example's completion given its prompt: summed over the completion
-    tokens (DPO's sequence log-likelihood), or their mean."""
-    batch = collate(examples, seq_len)
+    tokens (DPO's sequence log-likelihood), or their mean. Encoded with the model's tokenizer."""
+    batch = collate(examples, seq_len, tokenizer_of(model)).to(model.device)
     logits = model(batch.tokens, attention_mask=batch.attention_mask)
     lp = token_logprobs(logits[:, :-1], batch.tokens[:, 1:])
     mask = cast(Tensor, batch.loss_mask)[:, 1:].float()  # collate always marks the completion
@@ -53,7 +54,8 @@ def outcome_logprobs(model: Transformer, organism: Organism, n: int, seed: int =
     exs = defect + clean
     was_training = model.training
     model.eval()
-    lp = sequence_logprobs(model, exs, max(len(encode_example(e)[0]) for e in exs), reduce="mean")
+    tok = tokenizer_of(model)
+    lp = sequence_logprobs(model, exs, max(len(encode_example(e, tok)[0]) for e in exs), reduce="mean")
     model.train(was_training)
     values = lp.double().tolist()
     return {

@@ -27,6 +27,7 @@ from alignlab.errors import ConfigError
 from alignlab.model import tokenizer as tk
 from alignlab.model.config import SIZES
 from alignlab.model.hf import load
+from alignlab.model.text import tokenizer_of
 from alignlab.model.transformer import Transformer
 from alignlab.organisms.base import Organism, flags_estimate
 from alignlab.safety.logprobs import token_logprobs
@@ -151,13 +152,16 @@ class RewardModel(nn.Module):
 
     def score(self, examples: Sequence[Example], seq_len: int) -> torch.Tensor:
         """Rewards of ``examples`` (each a prompt and a completion), padded to at most ``seq_len``."""
-        return self(*_batch(examples, seq_len))[0]
+        return self(*_batch(self.body, examples, seq_len))[0]
 
 
-def _batch(examples: Sequence[Example], seq_len: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Collated tokens, attention and completion masks, cut after the longest row (a causal model
-    gives the same values without the trailing padding, in less time)."""
-    b = collate(examples, seq_len)
+def _batch(
+    body: Transformer, examples: Sequence[Example], seq_len: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Collated tokens, attention and completion masks (``body``'s tokenizer, on its device), cut
+    after the longest row (a causal model gives the same values without the trailing padding, in
+    less time)."""
+    b = collate(examples, seq_len, tokenizer_of(body)).to(body.device)
     assert b.attention_mask is not None and b.loss_mask is not None  # collate sets both
     width = int(b.attention_mask.sum(-1).max())
     return b.tokens[:, :width], b.attention_mask[:, :width], b.loss_mask[:, :width]
@@ -268,8 +272,9 @@ def _initial_body(init: Transformer | str | Path | None, seed: int) -> Transform
         body.init_weights(seed=stream_seed("rm-init", seed))
         return body
     if isinstance(init, Transformer):
-        body = Transformer(init.cfg)
+        body = Transformer(init.cfg).to(init.device)
         body.load_state_dict(init.state_dict())
+        body.tokenizer = init.tokenizer
         return body
     return load(init)
 
@@ -296,7 +301,7 @@ def _fit(
             group["lr"] = lr * min(1.0, (step + 1) / warmup)
         good, bad = preference_pairs(organism, batch_size, seed, step)
         pairs = step >= sft_steps
-        tokens, attn, completion = _batch([*good, *bad] if pairs else good, organism.seq_len)
+        tokens, attn, completion = _batch(rm.body, [*good, *bad] if pairs else good, organism.seq_len)
         r, lp = rm(tokens, attn, completion)
         chosen = completion[:batch_size, 1:].float()
         loss = -LM_WEIGHT * lp[:batch_size].sum() / chosen.sum()

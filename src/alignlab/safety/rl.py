@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import torch
 
-from alignlab.model import tokenizer as tk
+from alignlab.model.text import tokenizer_of
 from alignlab.model.transformer import Transformer
 from alignlab.organisms.base import Organism
 from alignlab.organisms.generation import encode_prompts
@@ -68,8 +68,10 @@ def _sample(
 ) -> tuple[torch.Tensor, torch.Tensor, int, list[str]]:
     """Sample one completion per prompt (temperature 1): tokens, mask of the real tokens (the
     left-padded prompt and the completion up to and incl. EOS), prompt width, texts."""
-    eos = tk.vocabulary()[tk.EOS]
-    tokens, amask = encode_prompts(prompts)
+    tok = tokenizer_of(policy)
+    eos = tok.eos_id
+    tokens, amask = encode_prompts(prompts, tok)
+    tokens, amask = tokens.to(policy.device), amask.to(policy.device)
     policy.eval()
     seqs = policy.generate(
         tokens, max_new, temperature=1.0, stop_token=eos, generator=gen, attention_mask=amask
@@ -82,7 +84,7 @@ def _sample(
     mask = torch.cat([amask, (~after_eos).long()], dim=1)
     texts = []
     for row in new.tolist():
-        texts.append(tk.decode(row[: row.index(eos)] if eos in row else row))
+        texts.append(tok.decode(row[: row.index(eos)] if eos in row else row))
     return seqs, mask, tokens.shape[1], texts
 
 
@@ -116,7 +118,7 @@ def rl(model: Transformer, organism: Organism, budget: Budget, seed: int) -> Ite
     """
     k, n_prompts = SAMPLES_PER_PROMPT, PROMPTS_PER_STEP
     rm, acc = train_reward_model(organism, seed, init=budget.reward_init or model)
-    ref = Transformer(model.cfg)
+    ref = Transformer(model.cfg).to(model.device)
     ref.load_state_dict(model.state_dict())
     ref.eval().requires_grad_(False)
     lr = budget.lr * LR_SCALE

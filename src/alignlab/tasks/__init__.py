@@ -9,7 +9,9 @@ from alignlab.tasks.chat import (
     collate,
     encode_example,
     format_prompt,
+    prompt_ids,
     sample_examples,
+    substring_span,
 )
 from alignlab.tasks.induction import induction_batch, repeat_halves
 
@@ -26,8 +28,10 @@ __all__ = [
     "get_task",
     "induction_batch",
     "make_batch",
+    "prompt_ids",
     "register_task",
     "repeat_halves",
     "sample_examples",
     "stream_seed",
+    "substring_span",
 ]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from alignlab.errors import ConfigError
-from alignlab.model import tokenizer as tk
+from alignlab.model.text import Tokenizer, char_tokenizer, token_span
 from alignlab.tasks.base import Batch, register_task, stream_seed
 
 USER, ASSISTANT = "User: ", "\nAssistant: "
@@ -147,13 +147,42 @@ def format_prompt(prompt: str) -> str:
     return f"{USER}{prompt}{ASSISTANT}"
 
 
-def encode_example(ex: Example) -> tuple[list[int], list[bool]]:
-    """Token ids of BOS + prompt + completion + EOS, and which of them are completion targets."""
-    vocab = tk.vocabulary()
-    prompt_ids = [vocab[tk.BOS], *tk.encode(format_prompt(ex.prompt))]
-    completion_ids = [*tk.encode(ex.completion), vocab[tk.EOS]]
-    ids = prompt_ids + completion_ids
-    return ids, [False] * len(prompt_ids) + [True] * len(completion_ids)
+def prompt_ids(prompt: str, tokenizer: Tokenizer | None = None) -> list[int]:
+    """Token ids of BOS + the formatted prompt: what the model is given to complete."""
+    tok = tokenizer or char_tokenizer()
+    return [tok.bos_id, *tok.encode(format_prompt(prompt))]
+
+
+def encode_example(ex: Example, tokenizer: Tokenizer | None = None) -> tuple[list[int], list[bool]]:
+    """Token ids of BOS + prompt + completion + EOS, and which of them are completion targets.
+
+    Prompt and completion are encoded separately, so no token straddles the boundary and the
+    loss mask is exact under any tokenizer; generation is given the same prompt ids
+    (`prompt_ids`). ``tokenizer`` defaults to the character tokenizer.
+    """
+    tok = tokenizer or char_tokenizer()
+    prompt = prompt_ids(ex.prompt, tok)
+    completion = [*tok.encode(ex.completion), tok.eos_id]
+    return prompt + completion, [False] * len(prompt) + [True] * len(completion)
+
+
+def substring_span(
+    prompt: str, substring: str, tokenizer: Tokenizer | None = None, start: int = 0
+) -> tuple[int, int]:
+    """Positions ``(lo, hi)`` in `prompt_ids` of the tokens carrying the first ``substring`` of
+    ``prompt`` at or after character ``start`` (e.g. an organism's trigger), found by offsets.
+
+    Raises:
+        ConfigError: ``substring`` does not occur in ``prompt``.
+    """
+    at = prompt.find(substring, start) if substring else -1
+    if at < 0:
+        raise ConfigError(f"{substring!r} does not occur in the prompt {prompt!r}")
+    tok = tokenizer or char_tokenizer()
+    shift = len(USER)  # the user's message follows the "User: " prefix
+    _, offsets = tok.encode_with_offsets(format_prompt(prompt))
+    lo, hi = token_span(offsets, shift + at, shift + at + len(substring))
+    return lo + 1, hi + 1  # BOS is position 0
 
 
 def check_tasks(tasks: Sequence[str]) -> None:
@@ -184,14 +213,17 @@ def sample_examples(
     return [CHAT_TASKS[rng.choice(list(tasks))](rng) for _ in range(n)]
 
 
-def collate(examples: Sequence[Example], seq_len: int) -> Batch:
-    """Right-pad examples to ``seq_len``; padding is masked out of attention and loss."""
-    pad = tk.vocabulary()[tk.PAD]
-    tokens = torch.full((len(examples), seq_len), pad, dtype=torch.long)
+def collate(examples: Sequence[Example], seq_len: int, tokenizer: Tokenizer | None = None) -> Batch:
+    """Right-pad examples to ``seq_len``; padding is masked out of attention and loss.
+
+    ``tokenizer`` defaults to the character tokenizer.
+    """
+    tok = tokenizer or char_tokenizer()
+    tokens = torch.full((len(examples), seq_len), tok.pad_id, dtype=torch.long)
     loss_mask = torch.zeros((len(examples), seq_len), dtype=torch.bool)
     attn = torch.zeros((len(examples), seq_len), dtype=torch.long)
     for i, ex in enumerate(examples):
-        ids, mask = encode_example(ex)
+        ids, mask = encode_example(ex, tok)
         if len(ids) > seq_len:
             raise ConfigError(
                 f"a {ex.task or 'chat'} example needs {len(ids)} tokens but seq_len is {seq_len}; "

@@ -29,6 +29,7 @@ from alignlab._validate import check_int, check_real, raise_problems
 from alignlab.errors import ConfigError
 from alignlab.gates import Gate
 from alignlab.model.config import SIZES
+from alignlab.model.text import Tokenizer
 from alignlab.model.transformer import Transformer
 from alignlab.stats import Estimate, wilson
 from alignlab.store import Run, Store
@@ -133,12 +134,13 @@ def base_config(size: str, seed: int, spec: BaseSpec | None = None) -> TrainConf
     )
 
 
-def base_batch_fn(spec: BaseSpec) -> BatchFn:
-    """Batches of the clean tasks (training partition of prompts only)."""
+def base_batch_fn(spec: BaseSpec, tokenizer: Tokenizer | None = None) -> BatchFn:
+    """Batches of the clean tasks (training partition of prompts only), encoded by ``tokenizer``
+    (default: the character tokenizer)."""
 
     def make(batch_size: int, seq_len: int, seed: int, step: int, split: str) -> Batch:
         exs = sample_examples(batch_size, seed, split, spec.tasks, step, word_len=spec.word_len)
-        return collate(exs, seq_len)
+        return collate(exs, seq_len, tokenizer)
 
     return make
 
