@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from alignlab._validate import MAX_NEW_TOKENS, check_int, check_real, raise_problems
 from alignlab.model import _native
@@ -375,6 +376,9 @@ class Transformer(HookedModule):
         self.ln_final = Norm(cfg)
         self.unembed = nn.Linear(cfg.d_model, cfg.d_vocab, bias=False)
         self.tokenizer: Any = None  # a transformers tokenizer, attached by load()
+        # Recompute each block's activations in the backward pass instead of keeping them
+        # (Chen et al. 2016): memory per layer drops to the block's input, compute rises ~1/3.
+        self.gradient_checkpointing = False
         self.init_weights()
         self.setup_hooks()
 
@@ -462,8 +466,12 @@ class Transformer(HookedModule):
             am = attention_mask.bool()
             positions, mask = _padded_positions_and_mask(am, p)
         x = self.hook_embed(self.embed(tokens))
+        recompute = self.gradient_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.blocks:
-            x = block(x, positions, mask, am)
+            if recompute:
+                x = checkpoint(block, x, positions, mask, am, use_reentrant=False)
+            else:
+                x = block(x, positions, mask, am)
         logits = self.unembed(self.ln_final(x))
         if return_type == "logits":
             return logits

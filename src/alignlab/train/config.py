@@ -12,7 +12,11 @@ from alignlab.model.config import SIZES, ModelConfig, model_preset
 
 # Execution settings: they change how fast a run goes, not what it computes, so they are left out
 # of the run id (a finished run is found again whatever thread count or checkpoint interval).
-EXECUTION_FIELDS = ("device", "threads", "ckpt_every")
+EXECUTION_FIELDS = ("device", "threads", "ckpt_every", "grad_checkpointing")
+# Fields added after run ids existed: left out of the id at their default, so every run stored
+# before them (and the vendored base models' recorded identities) keeps its id.
+_LATER_DEFAULTS: dict[str, Any] = {"precision": "fp32", "lora_rank": 0, "lora_alpha": 0.0}
+PRECISIONS = ("fp32", "bf16", "fp16")
 _MAX_THREADS = 1024
 
 
@@ -39,6 +43,14 @@ class TrainConfig:
         threads: torch CPU threads; 0 picks 1. On the 2-core reference machine one thread beat two
             at every size from 10K to 3M parameters, and two one-thread runs in parallel beat one
             two-thread run (benchmarks/RESULTS.md), so parallelism goes to processes, not threads.
+        precision: "fp32", or mixed precision "bf16" / "fp16" (autocast; weights and optimizer
+            stay float32; fp16 scales the loss and needs CUDA).
+        grad_checkpointing: recompute each block's activations in the backward pass instead of
+            keeping them (less memory, ~1/3 more compute; same result).
+        lora_rank: 0 fine-tunes every weight; r > 0 trains LoRA adapters of rank r on the
+            attention and MLP matrices only (Hu et al. 2021, via ``peft``: ``alignlab[lora]``),
+            merged into the weights when the run ends.
+        lora_alpha: LoRA's scale numerator (update = alpha / r * B A); 0 takes 2 r.
     """
 
     model: ModelConfig = field(default_factory=lambda: SIZES["al-100k"])
@@ -57,6 +69,10 @@ class TrainConfig:
     ckpt_every: int = 100
     device: str = "auto"
     threads: int = 0
+    precision: str = "fp32"
+    grad_checkpointing: bool = False
+    lora_rank: int = 0
+    lora_alpha: float = 0.0
 
     def __post_init__(self) -> None:
         problems = [
@@ -76,6 +92,14 @@ class TrainConfig:
             check_int("eval_every", self.eval_every, lo=0, hi=MAX_STEPS),
             check_int("ckpt_every", self.ckpt_every, lo=0, hi=MAX_STEPS),
             check_int("threads", self.threads, lo=0, hi=_MAX_THREADS),
+            check_int("lora_rank", self.lora_rank, lo=0, hi=65536),
+            check_real("lora_alpha", self.lora_alpha, lo=0.0),
+            None
+            if self.precision in PRECISIONS
+            else f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
+            None
+            if isinstance(self.grad_checkpointing, bool)
+            else f"grad_checkpointing must be true or false, got {self.grad_checkpointing!r}",
         ]
         if not isinstance(self.device, str) or (
             self.device not in ("auto", "cpu", "cuda") and not self.device.startswith("cuda:")
@@ -116,6 +140,9 @@ class TrainConfig:
         d = self.to_dict()
         for name in EXECUTION_FIELDS:
             d.pop(name)
+        for name, default in _LATER_DEFAULTS.items():
+            if d[name] == default:
+                d.pop(name)
         return d
 
     def resolved_threads(self) -> int:

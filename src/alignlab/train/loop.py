@@ -21,6 +21,7 @@ from alignlab.tasks import Batch, get_task, stream_seed
 from alignlab.tasks.base import BatchFn
 from alignlab.tasks.induction import repeat_halves
 from alignlab.train.checkpoint import load_latest, save_checkpoint
+from alignlab.train.compute import apply_lora, autocast, grad_scaler, merge_lora
 from alignlab.train.config import TrainConfig
 from alignlab.train.preflight import preflight, resolve_device
 
@@ -66,8 +67,9 @@ def grouped_adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> tor
     Decaying gains and biases pulls LayerNorm towards zero for no benefit (the GPT-2/Pythia
     convention).
     """
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    trainable = [p for p in model.parameters() if p.requires_grad]  # LoRA freezes the rest
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
     groups = [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -148,6 +150,7 @@ def initial_model(cfg: TrainConfig, init_model: Transformer | None, device: torc
     if init_model is not None:
         model = Transformer(init_model.cfg)
         model.load_state_dict(init_model.state_dict())
+        model.tokenizer = init_model.tokenizer  # saved beside the fine-tuned weights
     else:
         model = Transformer(cfg.model)
         model.init_weights(seed=stream_seed("init", cfg.seed))
@@ -195,6 +198,10 @@ def train(
     torch.set_num_threads(cfg.resolved_threads())
     device = resolve_device(cfg.device)
     model = initial_model(cfg, init_model, device)
+    model.gradient_checkpointing = cfg.grad_checkpointing
+    if cfg.lora_rank:
+        apply_lora(model, cfg.lora_rank, cfg.lora_alpha, seed=stream_seed("lora", cfg.seed))
+    scaler = grad_scaler(cfg.precision, device)
     optimizer = make_optimizer(model, cfg)
     meta = load_latest(out / "ckpt", model, optimizer)
     start = int(meta["step"]) if meta else 0
@@ -221,12 +228,19 @@ def train(
                 continue
             # Weight each micro-batch by its share of target tokens so the summed gradient equals
             # the full batch's, also when completion masks give micro-batches unequal counts.
-            loss = _forward_loss(model, part) * (_n_targets(part) / total_targets)
-            loss.backward()
+            with autocast(cfg.precision, device):
+                loss = _forward_loss(model, part) * (_n_targets(part) / total_targets)
+            (loss if scaler is None else scaler.scale(loss)).backward()
             step_loss += loss.detach()
+        if scaler is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
+        if scaler is None:
+            optimizer.step()
+        else:
+            scaler.step(optimizer)  # skipped when a gradient overflowed
+            scaler.update()
         optimizer.zero_grad(set_to_none=True)
         losses.add(step_loss)
         done = step + 1
@@ -247,6 +261,8 @@ def train(
     elapsed = time.perf_counter() - t0
     bar.close()
     _check_weights_finite(model, cfg.steps, cfg)
+    if cfg.lora_rank:
+        merge_lora(model)
     model.eval()
     final = evaluate(model, cfg, device, batch_fn)
     steps_run = cfg.steps - start

@@ -14,6 +14,7 @@ import torch
 from alignlab.errors import ConfigError
 from alignlab.tasks import get_task
 from alignlab.tasks.base import BatchFn
+from alignlab.train.compute import check_compute
 from alignlab.train.config import TrainConfig
 
 _F32 = 4  # bytes; training runs in float32
@@ -42,9 +43,13 @@ def estimate_train_bytes(cfg: TrainConfig) -> int:
     params = m.param_counts()["total"]
     per_token_layer = 8 * m.d_model + (0 if m.attn_only else 2 * m.mlp_width) + 2 * m.n_heads * cfg.seq_len
     micro = cfg.batch_size // cfg.grad_accum
-    train_act = micro * cfg.seq_len * (m.n_layers * per_token_layer + 3 * m.d_vocab)
+    # Gradient checkpointing keeps each block's input only and one block's activations at a time.
+    kept = m.n_layers * (m.d_model if cfg.grad_checkpointing else per_token_layer)
+    kept += per_token_layer if cfg.grad_checkpointing else 0
+    train_act = micro * cfg.seq_len * (kept + 3 * m.d_vocab)
     eval_act = cfg.batch_size * cfg.seq_len * (per_token_layer + 2 * m.d_vocab)
-    return _F32 * (4 * params + max(train_act, eval_act))
+    copies = 1 if cfg.lora_rank else 4  # LoRA: frozen weights, no gradients or moments for them
+    return _F32 * (copies * params + max(train_act, eval_act))
 
 
 def available_bytes(device: torch.device) -> int | None:
@@ -70,11 +75,13 @@ def preflight(cfg: TrainConfig, batch_fn: BatchFn | None = None) -> BatchFn:
     """Check that ``cfg`` can run here; return its batch function.
 
     Raises:
-        ConfigError: unknown task (when no ``batch_fn`` is given), unavailable device, or a run
-            whose estimated memory exceeds what is available (the message gives both numbers).
+        ConfigError: unknown task (when no ``batch_fn`` is given), unavailable device, precision
+            or LoRA (`alignlab.train.compute.check_compute`), or a run whose estimated memory
+            exceeds what is available (the message gives both numbers).
     """
     make = batch_fn or get_task(cfg.task)
     device = resolve_device(cfg.device)
+    check_compute(cfg, device)
     need, have = estimate_train_bytes(cfg), available_bytes(device)
     if have is not None and need > have:
         raise ConfigError(
