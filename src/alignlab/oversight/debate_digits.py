@@ -29,7 +29,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -427,7 +427,7 @@ DEBATE_CONDITIONS: tuple[tuple[str, Policy, Policy, Literal["honest", "liar"]], 
 )
 
 
-def measure_digits_debate(cfg: DigitsDebateConfig, seed: int) -> dict[str, object]:
+def measure_digits_debate(cfg: DigitsDebateConfig, seed: int) -> dict[str, Any]:
     """Train a judge on a seeded split and count its accuracy without and with debate.
 
     The seed draws the stratified train/test split, the judge's masks and initialisation, and
