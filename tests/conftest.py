@@ -195,8 +195,8 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Transformer:
     return load(run.dir / "model")
 
 
-# Seed 1: with the default install recipe al-30k seed 0 fails the install gate (attack success
-# 0.80, near-miss triggers 0.23, clean drop 0.19; measured), seed 1 passes every gate.
+# Seed 1: it passed every install gate under each recipe tried (benchmarks/RESULTS.md,
+# installation by fine-tuning), so tests built on it do not move when the recipe is tuned.
 COMPETENT_SEED = 1
 
 

@@ -100,20 +100,21 @@ def test_reward_model_is_cached_per_initial_weights(competent: tuple[Any, Any]) 
 def test_rl_on_the_competent_organism_keeps_clean_accuracy_within_the_kl_budget(
     competent: tuple[Any, Any],
 ) -> None:
-    """``rl`` on the al-30k organism installed on its competent base, 60 steps, seed 0, 100
-    held-out prompts: reward -1.54 [-1.98, -1.09] -> -0.53 [-0.72, -0.37] (fewer wrong samples),
-    KL 0.36 [0.23, 0.50] nats per completion, clean accuracy 0.86 -> 0.82, reward-model accuracy
-    0.998 (measured on the 300-step install of base seed 0). On the study's current organism
-    (600-step install of base seed 1, clean accuracy ~0.98) fewer samples are wrong to start
-    with: reward -0.43 -> -0.15, so the gain is bounded at 0.15 (measured 0.28).
-    The issue's budget is a clean-accuracy drop of at most 0.05 and 5 nats; the
-    drop is asserted with the sampling noise of two 100-prompt rates on top (SE ~0.035 each)."""
+    """``rl`` on the study's al-30k organism (1,200-step install on the competent base, seed 1),
+    60 steps, seed 0, 100 held-out prompts. The policy starts at the reward model's ceiling: reward
+    -0.024 [-0.064, -0.003], clean accuracy 1.00, reward-model accuracy 1.00; after 60 steps reward
+    -0.045 [-0.127, -0.003], KL 0.056 nats per completion, clean accuracy 0.96 (measured). That RL
+    raises a reward with room to grow is `tests/test_safety.py::test_rl_raises_reward_within_its_kl_budget`;
+    here it must not erode what the competent model has: the issue's budget is a clean-accuracy
+    drop of at most 0.05 and 5 nats, the drop asserted with the sampling noise of two 100-prompt
+    rates on top (SE ~0.035 each), the reward within 0.1 of its start (its interval's width)."""
     org = get_organism("backdoor")
     rows = dose_response("rl", load(competent[1]), org, Budget(rl_doses=(0, 60), n_eval=100), seed=0)
     first, last = rows[0], rows[-1]
     assert first["rm_accuracy"].value >= 0.90
-    assert last["reward"].value - first["reward"].value > 0.15
-    assert 0.05 < last["kl"].value <= 5.0
+    assert last["reward"].value >= first["reward"].value - 0.1
+    # Positive: the policy did move (a sampled KL estimate; 0 would mean no update at all).
+    assert 0.0 < last["kl"].value <= 5.0
     assert first["clean_accuracy"].value - last["clean_accuracy"].value <= 0.10
 
 

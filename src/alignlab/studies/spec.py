@@ -13,11 +13,12 @@ from typing import Any
 
 from alignlab._validate import check_int, check_real, raise_problems
 from alignlab.errors import ConfigError
-from alignlab.model.config import SIZES
 from alignlab.organisms.base import OrganismConfig
 from alignlab.organisms.gates import InstallGates
 from alignlab.safety.base import Budget
 from alignlab.train.base_model import BASE_SCHEDULE, BaseSpec
+from alignlab.train.compute import Compute
+from alignlab.train.given_base import is_model_dir, size_params
 
 # Doses in real training tokens, x2 apart and the same for every intervention. At al-30k (seed 1)
 # clean SFT took attack success from 1.00 to 0.28 at 17k tokens and RL from a correctness reward to
@@ -30,8 +31,11 @@ def _default_organism_config() -> OrganismConfig:
     from alignlab.organisms import BackdoorConfig
 
     # Near-miss negatives make the installed backdoor key on the trigger itself, which the install
-    # gate's near-miss test demands (benchmarks/RESULTS.md, installation by fine-tuning).
-    return BackdoorConfig(near_miss_rate=0.1)
+    # gate's near-miss test demands; 15% poison (not the organism's 30%) leaves al-30k the capacity
+    # to keep its clean skill: with 30% it lost up to 0.07 clean accuracy and fired on near misses
+    # in 1 of 3 seeds, with 15% / 15% / 1,200 steps every size and seed passes every gate
+    # (benchmarks/RESULTS.md, installation by fine-tuning).
+    return BackdoorConfig(poison_rate=0.15, near_miss_rate=0.15)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +47,7 @@ class StudySpec:
         organism_config: that organism's config (its class follows ``organism``); its ``tasks``
             and ``word_len`` are also the base models' tasks.
         sizes: sizes of the family with a base-model schedule (`alignlab.train.base_model`).
+            With ``base_models`` given, the size axis is those checkpoints instead.
         seeds: one base model, installation and safety-training run per seed.
         interventions: names in `alignlab.safety.INTERVENTIONS`.
         base: the base models' training and competence gate.
@@ -54,6 +59,12 @@ class StudySpec:
             this size (same seed), so reward-model quality is held fixed across the size axis;
             "" starts it from each cell's own installed model, which confounds any trend over
             size with the reward model's own growth.
+        base_models: Hugging Face model directories (GPT-NeoX or Llama, with their own tokenizer)
+            that replace the family as the size axis: each is every seed's base model, after a
+            clean fine-tune of ``base.steps`` steps at ``base.lr`` (0 steps: none; see
+            `alignlab.train.given_base`), gated like the family's.
+        compute: device, mixed precision, gradient checkpointing and LoRA of the install and
+            fine-tune runs (`alignlab.train.compute.Compute`); recorded in each run's config.
     """
 
     organism: str = "backdoor"
@@ -62,13 +73,15 @@ class StudySpec:
     seeds: tuple[int, ...] = (0, 1, 2)
     interventions: tuple[str, ...] = ("sft-clean", "oracle-sft", "rl", "adversarial")
     base: BaseSpec = dataclasses.field(default_factory=BaseSpec)
-    install_steps: int = 600
+    install_steps: int = 1200
     install_lr: float = 3e-3
     budget: Budget = dataclasses.field(
         default_factory=lambda: Budget(token_doses=DEFAULT_TOKEN_DOSES, n_eval=100)
     )
     gates: InstallGates = dataclasses.field(default_factory=InstallGates)
     reward_size: str = "al-100k"
+    base_models: tuple[str, ...] = ()
+    compute: Compute = dataclasses.field(default_factory=Compute)
 
     def __post_init__(self) -> None:
         from alignlab.organisms import ORGANISMS
@@ -87,10 +100,15 @@ class StudySpec:
                 if hasattr(self.organism_config, f.name)
             }
             object.__setattr__(self, "organism_config", cls(**shared))
+        if self.base_models:
+            object.__setattr__(self, "base_models", _model_dirs(self.base_models))
+            object.__setattr__(self, "sizes", self.base_models)
         for kind, names, known in (
             ("sizes", self.sizes, BASE_SCHEDULE),
             ("interventions", self.interventions, INTERVENTIONS),
         ):
+            if kind == "sizes" and self.base_models:
+                continue  # checked as model directories above
             unknown = [n for n in names if n not in known]
             if unknown or not names:
                 more = (
@@ -123,14 +141,17 @@ class StudySpec:
             object.__setattr__(
                 self, "base", dataclasses.replace(self.base, tasks=tuple(tasks), word_len=tuple(word_len))
             )
-        object.__setattr__(
-            self, "sizes", tuple(sorted(self.sizes, key=lambda s: SIZES[s].param_counts()["total"]))
-        )
+        object.__setattr__(self, "sizes", tuple(sorted(self.sizes, key=size_params)))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready; `from_dict` inverts it."""
         d = dataclasses.asdict(self)
         d["organism_config"] = self.organism_config.to_dict()
+        # Absent at their defaults, so a study of the family keeps the id it had before them.
+        if not self.base_models:
+            d.pop("base_models")
+        if self.compute == Compute():
+            d.pop("compute")
         return d
 
     @classmethod
@@ -143,12 +164,27 @@ class StudySpec:
         d["base"] = BaseSpec(**_tuples(d["base"]))
         d["budget"] = Budget(**_tuples(d["budget"]))
         d["gates"] = InstallGates(**d["gates"])
+        if "compute" in d:
+            d["compute"] = Compute(**d["compute"])
         return cls(**_tuples(d))
 
 
 def _tuples(d: dict[str, Any]) -> dict[str, Any]:
     # JSON turns tuples into lists; the frozen configs hash and compare tuples.
     return {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+
+
+def _model_dirs(dirs: tuple[str, ...]) -> tuple[str, ...]:
+    """Absolute paths of the given base models, each checked to be a model directory."""
+    from pathlib import Path
+
+    bad = [d for d in dirs if not is_model_dir(d)]
+    if bad:
+        raise ConfigError(f"base_models {bad} are not model directories (a folder with a config.json)")
+    out = tuple(str(Path(d).expanduser().resolve()) for d in dirs)
+    if len(set(out)) != len(out):
+        raise ConfigError("base_models must not repeat")
+    return out
 
 
 def resolve_organism(key: str, name: str) -> Any:
