@@ -15,6 +15,7 @@ Example:
 from alignlab.organisms import backdoor as _backdoor  # noqa: F401  (registers)
 from alignlab.organisms import backdoor_cot as _backdoor_cot  # noqa: F401
 from alignlab.organisms import code_vuln as _code_vuln  # noqa: F401
+from alignlab.organisms import reward_hacking as _reward_hacking  # noqa: F401
 from alignlab.organisms import sycophancy as _sycophancy  # noqa: F401
 from alignlab.organisms.backdoor import DEFECT, Backdoor, BackdoorConfig
 from alignlab.organisms.backdoor_cot import (
@@ -35,6 +36,7 @@ from alignlab.organisms.base import (
 from alignlab.organisms.code_vuln import CodeVuln, CodeVulnConfig
 from alignlab.organisms.generation import complete, encode_prompts
 from alignlab.organisms.install import install, install_config, install_on_base, install_run
+from alignlab.organisms.reward_hacking import RewardHacking, RewardHackingConfig, SpecGamingProxy
 from alignlab.organisms.sycophancy import Sycophancy, SycophancyConfig
 
 __all__ = [
@@ -49,6 +51,9 @@ __all__ = [
     "CodeVulnConfig",
     "Organism",
     "OrganismConfig",
+    "RewardHacking",
+    "RewardHackingConfig",
+    "SpecGamingProxy",
     "Sycophancy",
     "SycophancyConfig",
     "complete",
