@@ -217,7 +217,6 @@ def base_run(
     model the run holds, once, and stored beside it (``gate.json``) and as estimates in the store;
     a failed gate is returned, not raised, so the caller decides what stands on it.
     """
-    from alignlab.model.hf import load
     from alignlab.train.run import train_run
 
     spec = spec or BaseSpec()
@@ -232,15 +231,24 @@ def base_run(
         run, _ = train_run(
             cfg, store, progress=False, kind="base", recipe=ident["recipe"], batch_fn=base_batch_fn(spec)
         )
+    return run, gate_base(store, run, spec, seed)
+
+
+def gate_base(store: Store, run: Run, spec: BaseSpec, seed: int, device: str = "cpu") -> list[Gate]:
+    """The competence gate of the model a base run holds, measured once (on ``device``) and kept
+    beside it (``gate.json``) and as estimates in the store."""
+    from alignlab.model.hf import load
+
     path = run.dir / "gate.json"
     if path.exists():
-        return run, [Gate.from_dict(g) for g in json.loads(path.read_text())]
-    acc = competence(load(run.dir / "model"), spec.tasks, spec.word_len, spec.n_gate, seed=seed)
+        return [Gate.from_dict(g) for g in json.loads(path.read_text())]
+    model = load(run.dir / "model", device=device)
+    acc = competence(model, spec.tasks, spec.word_len, spec.n_gate, seed=seed)
     gates = competence_gates(acc, spec)
     for g in gates:
         store.log_estimate(run.id, g.name, g.estimate)
     write_json_atomic(path, [g.to_dict() for g in gates])
-    return run, gates
+    return gates
 
 
 def vendor_base(
