@@ -54,6 +54,29 @@ def _write(path: Path, data: dict[str, Any]) -> None:
     typer.echo(f"wrote {path}")
 
 
+def _batches_for(model: Any, task: str) -> Any:
+    """``make(task, batch, seq_len, seed, step, split) -> Batch`` in the model's own tokens: the
+    task registry's batches for the character vocabulary; for a model with its own tokenizer,
+    chat tasks (``chat`` = the default mix, or one task such as ``copy``) encoded by it."""
+    from alignlab.model.text import CHAR_NAME, tokenizer_of
+    from alignlab.tasks import CHAT_TASKS, DEFAULT_MIX, collate, make_batch, sample_examples
+
+    tok = tokenizer_of(model)
+    if tok.name == CHAR_NAME:
+        return make_batch
+    if task != "chat" and task not in CHAT_TASKS:
+        raise ConfigError(
+            f"task {task!r} is defined on the character vocabulary; for a model with its own "
+            f"tokenizer choose chat or one of {', '.join(sorted(CHAT_TASKS))}"
+        )
+    tasks = DEFAULT_MIX if task == "chat" else (task,)
+
+    def make(_task: str, batch_size: int, seq_len: int, seed: int, step: int, split: str) -> Any:
+        return collate(sample_examples(batch_size, seed, split, tasks, step), seq_len, tok)
+
+    return make
+
+
 def _check_seq(model: Any, seq_len: int) -> None:
     if not 8 <= seq_len <= model.cfg.n_ctx:
         raise ConfigError(f"--seq-len must be in [8, {model.cfg.n_ctx}] for this model, got {seq_len}")
@@ -252,10 +275,10 @@ def sae(
         train_sae,
     )
     from alignlab.interp.sae import top_activating as top_examples
-    from alignlab.model import tokenizer as tk
-    from alignlab.tasks import make_batch
+    from alignlab.model.text import tokenizer_of
 
     model, model_dir = _load(run, store)
+    make_batch = _batches_for(model, task)
     if hook not in model.hook_names():
         raise ConfigError(f"no hook named {hook!r}; e.g. {', '.join(model.hook_names()[:4])}, ...")
     if arch not in ("standard", "topk"):
@@ -279,7 +302,7 @@ def sae(
     acts = held_cache[hook].reshape(-1, d_in).float()
     feature = int((trained.encode(acts) > 0).sum(0).argmax())  # the most frequently active feature
     examples = [
-        {"activation": e.activation, "context": tk.decode(e.context)}
+        {"activation": e.activation, "context": tokenizer_of(model).decode(e.context)}
         for e in top_examples(model, trained, hook, held, feature, k=5)
     ]
     _write(folder / "metrics.json", {**metrics, "top_examples": {str(feature): examples}})

