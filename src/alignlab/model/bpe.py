@@ -81,7 +81,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 400, style: Style = "bytel
     # The byte tokens were added as specials to reserve their ids; byte fallback needs them as
     # ordinary vocabulary entries that decode to their byte.
     vocab = tok.get_vocab()
-    merges = [tuple(m.split(" ", 1)) for m in _merges(tok)]
+    merges = [(a, b) for a, b in (m.split(" ", 1) for m in _merges(tok))]
     model = models.BPE(vocab=vocab, merges=merges, unk_token=LLAMA_UNK, byte_fallback=True, fuse_unk=True)
     rebuilt = Tokenizer(model)
     rebuilt.pre_tokenizer = tok.pre_tokenizer
@@ -139,7 +139,8 @@ def init_hf_dir(
     }
     torch.manual_seed(seed)
     if arch == "neox":
-        model: Any = GPTNeoXForCausalLM(GPTNeoXConfig(rotary_pct=0.25, use_parallel_residual=True, **common))
+        # Pythia's shape: parallel residual, rotary on a quarter of each head (the default).
+        model: Any = GPTNeoXForCausalLM(GPTNeoXConfig(use_parallel_residual=True, **common))
     elif arch == "llama":
         cfg = LlamaConfig(num_key_value_heads=n_kv_heads or n_heads, **common)
         model = LlamaForCausalLM(cfg)

@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from alignlab._validate import check_int, check_real, raise_problems
+from alignlab._validate import check_int, raise_problems
 from alignlab.errors import ConfigError
 from alignlab.train.config import PRECISIONS, TrainConfig
 
@@ -44,7 +44,7 @@ class Compute:
     precision: str = "fp32"
     grad_checkpointing: bool = False
     lora_rank: int = 0
-    lora_alpha: float = 0.0
+    lora_alpha: int = 0
 
     def __post_init__(self) -> None:
         dev = self.device
@@ -58,7 +58,7 @@ class Compute:
                 if self.precision in PRECISIONS
                 else f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
                 check_int("lora_rank", self.lora_rank, lo=0, hi=65536),
-                check_real("lora_alpha", self.lora_alpha, lo=0.0),
+                check_int("lora_alpha", self.lora_alpha, lo=0, hi=1 << 20),
             ],
         )
 
@@ -102,7 +102,7 @@ def grad_scaler(precision: str, device: torch.device) -> torch.amp.GradScaler | 
     return torch.amp.GradScaler(device.type) if precision == "fp16" else None
 
 
-def apply_lora(model: torch.nn.Module, rank: int, alpha: float = 0.0, seed: int = 0) -> torch.nn.Module:
+def apply_lora(model: torch.nn.Module, rank: int, alpha: int = 0, seed: int = 0) -> torch.nn.Module:
     """Inject LoRA adapters of ``rank`` into ``model``'s `LORA_TARGETS` (in place) and freeze
     everything else; returns ``model``. Adapters start at B = 0, so the function is unchanged."""
     from peft import LoraConfig, inject_adapter_in_model

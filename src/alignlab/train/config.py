@@ -15,7 +15,7 @@ from alignlab.model.config import SIZES, ModelConfig, model_preset
 EXECUTION_FIELDS = ("device", "threads", "ckpt_every", "grad_checkpointing")
 # Fields added after run ids existed: left out of the id at their default, so every run stored
 # before them (and the vendored base models' recorded identities) keeps its id.
-_LATER_DEFAULTS: dict[str, Any] = {"precision": "fp32", "lora_rank": 0, "lora_alpha": 0.0}
+_LATER_DEFAULTS: dict[str, Any] = {"precision": "fp32", "lora_rank": 0, "lora_alpha": 0}
 PRECISIONS = ("fp32", "bf16", "fp16")
 _MAX_THREADS = 1024
 
@@ -72,7 +72,7 @@ class TrainConfig:
     precision: str = "fp32"
     grad_checkpointing: bool = False
     lora_rank: int = 0
-    lora_alpha: float = 0.0
+    lora_alpha: int = 0
 
     def __post_init__(self) -> None:
         problems = [
@@ -93,7 +93,7 @@ class TrainConfig:
             check_int("ckpt_every", self.ckpt_every, lo=0, hi=MAX_STEPS),
             check_int("threads", self.threads, lo=0, hi=_MAX_THREADS),
             check_int("lora_rank", self.lora_rank, lo=0, hi=65536),
-            check_real("lora_alpha", self.lora_alpha, lo=0.0),
+            check_int("lora_alpha", self.lora_alpha, lo=0, hi=1 << 20),
             None
             if self.precision in PRECISIONS
             else f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}",
