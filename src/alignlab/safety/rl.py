@@ -137,7 +137,9 @@ def rl(model: Transformer, organism: Organism, budget: Budget, seed: int) -> Ite
             logp = _completion_logprobs(model, seqs, mask, n_prompt)
             with torch.no_grad():
                 kl = logp.detach() - _completion_logprobs(ref, seqs, mask, n_prompt)
-                total = (_rewards(rm, organism, prompts, texts) - ctl.beta * kl).view(n_prompts, k)
+                # The reward model may sit elsewhere (a directory loads on the CPU): move its scores.
+                reward = _rewards(rm, organism, prompts, texts).to(kl.device)
+                total = (reward - ctl.beta * kl).view(n_prompts, k)
                 # RLOO baseline: the mean of the other k-1 samples of the same prompt.
                 adv = (total - (total.sum(1, keepdim=True) - total) / (k - 1)).view(-1)
             loss = -(adv * logp).mean()
