@@ -283,10 +283,21 @@ def test_flat_metric_reports_no_trend() -> None:
     mds = res["min_detectable_slope"]
     assert f"±{mds:.2g} per decade would have been detected with 80% power" in res["statement"]
     assert res["statement"].startswith("backdoor persistence")
+    assert "5 sizes, 1M to 1G" in res["statement"]
     json.dumps(res, allow_nan=False)
     # The power-law exponent of a flat positive metric is also indistinguishable from 0.
     fit = fit_kaplan(x, y, n_boot=500)
     assert fit.alpha.lo <= 0.0 <= fit.alpha.hi
+
+
+def test_constant_outcome_says_there_is_nothing_to_test() -> None:
+    # Oracle SFT took attack success to 0 in every cell: "a slope of 0 would have been detected"
+    # would be false comfort; the statement must say the outcome never varied.
+    x = np.repeat([3.4e4, 1.1e5, 3.3e5], 3)
+    res = trend_test(x, np.zeros(x.size), metric="attack_success", groups=np.tile([0, 1, 2], 3), n_perm=199)
+    assert res["detected"] is False
+    assert "every cell measured 0" in res["statement"] and "would have been detected" not in res["statement"]
+    assert "3 sizes, 34k to 330k" in res["statement"]
 
 
 def test_trend_test_false_positive_rate_on_flat_metrics() -> None:

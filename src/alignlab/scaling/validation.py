@@ -280,7 +280,7 @@ def trend_test(
     detected = p <= alpha
     verdict = ("increasing" if slope > 0 else "decreasing") if detected else "no detectable trend"
     n_x = int(np.unique(xa).size)
-    span = f"{n_x} sizes, {xa.min():.3g} to {xa.max():.3g}"
+    span = f"{n_x} sizes, {_human(xa.min())} to {_human(xa.max())}"
     if n_groups > 1:
         span += f", {n_groups} seeds"
     numbers = (
@@ -302,6 +302,13 @@ def trend_test(
         )
     if detected:
         statement = f"{metric} is {verdict} with scale ({span}): {numbers}"
+    elif np.ptp(ya) == 0:
+        # A design's power is meaningless when the outcome never varied (e.g. a rate at its floor
+        # in every cell): say that instead of "a slope of 0 would have been detected".
+        statement = (
+            f"{metric}: every cell measured {ya[0]:.3g} ({span}), so there is no variation for a "
+            "trend test to use; move the doses off the floor or ceiling to measure a trend"
+        )
     else:
         statement = f"{metric}: no trend detected ({span}); {power_note}; {numbers}"
     perm_kind = "within each group (seed)" if n_groups > 1 else "among all points"
@@ -535,3 +542,11 @@ def _bootstrap_slope(
         level=1 - alpha,
         method=method_name(1 - alpha, scheme),
     )
+
+
+def _human(x: float) -> str:
+    """12000 -> "12k", 3.3e5 -> "330k", 2.1e6 -> "2.1M"; small values as three digits."""
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= scale:
+            return f"{x / scale:.3g}{unit}"
+    return f"{x:.3g}"
