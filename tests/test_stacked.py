@@ -353,3 +353,30 @@ def test_stacked_bases_are_found_by_base_run(tmp_path: Path) -> None:
         assert run.status == "done" and len(gates) == len(spec.tasks)
         # Trained in the stack (its summary says so), not retrained alone by base_run.
         assert _stacked_size(run.dir) == 2
+
+
+def test_stacked_installs_are_found_by_install_on_base(tmp_path: Path) -> None:
+    """Installs of one size over several seeds, stacked, land under the ids `install_on_base`
+    gives them; it then trains nothing, and the members' weights match separate installs."""
+    from alignlab.organisms import get_organism, install_on_base
+    from alignlab.organisms.install import install_on_bases_stacked
+    from alignlab.train.base_model import BaseSpec, base_run
+
+    spec = BaseSpec(steps=20, batch_size=16, n_gate=20)
+    store, alone = Store(tmp_path / "stacked"), Store(tmp_path / "alone")
+    org = get_organism("backdoor", poison_rate=0.15, near_miss_rate=0.15)
+    bases = [(base_run(store, "al-30k", s, spec, vendored=False)[0], s) for s in (0, 1)]
+    stacked = install_on_bases_stacked(org, "al-30k", bases, store, steps=12, lr=3e-3)
+    for (run, trained), (base, seed) in zip(stacked, bases, strict=True):
+        assert trained and run.status == "done" and _stacked_size(run.dir) == 2
+        again, trained_again = install_on_base(org, "al-30k", base, store, 12, 3e-3, seed)
+        assert again.id == run.id and not trained_again
+        alone_base, _ = base_run(alone, "al-30k", seed, spec, vendored=False)
+        single, _ = install_on_base(org, "al-30k", alone_base, alone, 12, 3e-3, seed)
+        assert single.id == run.id  # content-addressed: the same run in either store
+        tokens = torch.randint(0, 40, (4, 24), generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            out, want = load(run.dir / "model")(tokens), load(single.dir / "model")(tokens)
+        # 12 fine-tuning steps, batched vs plain matmuls: the logits differ by rounding only, bounded
+        # relative to max|logit| as in test_members_match_their_separate_runs (and for its reasons).
+        assert_close_rel(out, want, ulps=1024, what=f"seed {seed} logits")

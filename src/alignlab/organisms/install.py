@@ -64,18 +64,29 @@ def install_run(
     parent_run: str | None = None,
 ) -> tuple[Run, bool]:
     """`install` through the store: reuses a finished run with the same config and recipe."""
-    recipe: dict[str, Any] = {"organism": organism.name, "organism_config": organism.config.to_dict()}
-    if init_model_dir is not None:
-        recipe["init"] = parent_run or str(init_model_dir)
     return train_run(
         cfg,
         store,
         progress=False,
         kind="organism",
-        recipe=recipe,
+        recipe=_recipe(organism, init_model_dir, parent_run),
         batch_fn=organism.batch_fn("install"),
         init_model_dir=init_model_dir,
     )
+
+
+def _recipe(organism: Organism, init_model_dir: str | Path | None, parent_run: str | None) -> dict[str, Any]:
+    recipe: dict[str, Any] = {"organism": organism.name, "organism_config": organism.config.to_dict()}
+    if init_model_dir is not None:
+        recipe["init"] = parent_run or str(init_model_dir)
+    return recipe
+
+
+def _on_base_config(
+    organism: Organism, size: str, steps: int, lr: float, seed: int, compute: Compute | None
+) -> TrainConfig:
+    cfg = install_config(organism, size, steps, seed).replace(lr=lr, warmup_steps=min(20, steps // 10))
+    return compute.apply(cfg) if compute is not None else cfg
 
 
 def install_on_base(
@@ -94,7 +105,32 @@ def install_on_base(
     The install run's id hashes the base run's id, so each base model has its own organism.
     ``compute`` sets its device, precision, gradient checkpointing and LoRA.
     """
-    cfg = install_config(organism, size, steps, seed).replace(lr=lr, warmup_steps=min(20, steps // 10))
-    if compute is not None:
-        cfg = compute.apply(cfg)
+    cfg = _on_base_config(organism, size, steps, lr, seed, compute)
     return install_run(organism, cfg, store, init_model_dir=base.dir / "model", parent_run=base.id)
+
+
+def install_on_bases_stacked(
+    organism: Organism,
+    size: str,
+    bases: list[tuple[Run, int]],
+    store: Store,
+    steps: int,
+    lr: float,
+    compute: Compute | None = None,
+) -> list[tuple[Run, bool]]:
+    """`install_on_base` for several ``(base run, seed)`` pairs of one size, trained as one
+    stack (`alignlab.train.stacked`) under the same run ids, so `install_on_base` then finds
+    them done. Each member keeps its own seed, data stream and optimiser state, as a separate
+    run would; a member that diverges is left ``failed`` (`install_on_base` retrains it alone).
+    """
+    from alignlab.train.stacked import train_runs_stacked
+
+    return train_runs_stacked(
+        [_on_base_config(organism, size, steps, lr, seed, compute) for _, seed in bases],
+        store,
+        kind="organism",
+        recipes=[_recipe(organism, b.dir / "model", b.id) for b, _ in bases],
+        batch_fns=[organism.batch_fn("install")] * len(bases),
+        init_model_dirs=[b.dir / "model" for b, _ in bases],
+        raise_diverged=False,
+    )
