@@ -40,7 +40,8 @@ class EvalControlsSpec:
         seeds: base-model seeds (vendored: 0, 1, 2); each also seeds fine-tuning and the sham.
         split_seed: which half of the persona's items is planted.
         steps: fine-tuning steps.
-        lr: fine-tuning peak learning rate.
+        lr: fine-tuning peak learning rate; 0 takes each size's base-model learning rate
+            (`alignlab.train.base_model.BASE_SCHEDULE`: 1e-2, 3e-3, 2e-3 for al-30k/100k/300k).
         batch_size: sequences per step.
         threshold: the held-out matching rate the planted model must reach.
         near: character n-gram cosine at which a held-out item counts as a near paraphrase of a
@@ -54,7 +55,7 @@ class EvalControlsSpec:
     seeds: tuple[int, ...] = (0, 1, 2)
     split_seed: int = 0
     steps: int = 300
-    lr: float = 3e-3
+    lr: float = 0.0
     batch_size: int = 32
     threshold: float = 0.9
     near: float = 0.6
@@ -77,10 +78,13 @@ class EvalControlsSpec:
                 check_real("near", self.near, lo=0.0, hi=1.0),
             ],
         )
-        PlantRecipe(self.steps, self.lr, self.batch_size)  # its own range checks
+        for size in self.sizes:
+            self.recipe(size)  # the recipe's own range checks
 
-    def recipe(self) -> PlantRecipe:
-        return PlantRecipe(self.steps, self.lr, self.batch_size)
+    def recipe(self, size: str) -> PlantRecipe:
+        """The fine-tuning recipe at ``size``."""
+        lr = self.lr or BASE_SCHEDULE.get(size, (0, 1e-3))[1]
+        return PlantRecipe(self.steps, lr, self.batch_size)
 
 
 def _presets() -> dict[str, tuple[EvalControlsSpec, str]]:
@@ -101,7 +105,7 @@ def run_eval_controls(store: Store, spec: EvalControlsSpec) -> dict[str, Any]:
     }
     near = near_mask(split, spec.near)
     cells = [
-        measure_cell(store, size, seed, split, others, spec.recipe(), near)
+        measure_cell(store, size, seed, split, others, spec.recipe(size), near)
         for size in spec.sizes
         for seed in spec.seeds
     ]
