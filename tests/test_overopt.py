@@ -9,21 +9,23 @@ import pytest
 
 from alignlab.errors import ConfigError
 from alignlab.safety.overopt import bon_kl, bon_rewards, fit_gao, gold_reward, peak, preference_labels
-from alignlab.tasks.arith_chain import ChainProblem
+from alignlab.tasks.lookup_chain import ChainProblem
 
-P = ChainProblem(2, (("+", 4), ("*", 3), ("-", 1)))  # a:2+4=1;b:1*3=3;c:3-1=2 (mod 5)
+P = ChainProblem((("a", "c"), ("c", "b"), ("b", "a")), "a", 3)  # 1a>c;2c>b;3b>a
 
 
 def test_gold_reward_gives_partial_credit_and_penalises_padding() -> None:
-    assert gold_reward(P, "a:2+4=1;b:1*3=3;c:3-1=2") == 1.0
-    assert gold_reward(P, "a:2+4=1;b:1*3=4;c:4-1=3") == pytest.approx(1 / 3, rel=1e-12)
-    assert gold_reward(P, "a:2+4=1;b:1*3=3;c:3-1=2;d:2+0=2") == pytest.approx(3 / 4, rel=1e-12)
+    assert gold_reward(P, "1a>c;2c>b;3b>a") == 1.0
+    assert gold_reward(P, "1a>c;2c>a;3a>c") == pytest.approx(1 / 3, rel=1e-12)
+    assert gold_reward(P, "1a>c;2c>b;3b>a;4a>c") == pytest.approx(3 / 4, rel=1e-12)
     assert gold_reward(P, "") == 0.0
 
 
 def test_bon_kl_formula() -> None:
     # KL(best-of-n || p) = log n - (n - 1) / n: 0 at n = 1, log 2 - 1/2 at n = 2.
-    np.testing.assert_allclose(bon_kl(np.array([1, 2, 4])), [0.0, math.log(2) - 0.5, math.log(4) - 0.75], rtol=1e-12)
+    np.testing.assert_allclose(
+        bon_kl(np.array([1, 2, 4])), [0.0, math.log(2) - 0.5, math.log(4) - 0.75], rtol=1e-12
+    )
     # Against the definition on a finite support: best-of-n of a uniform over m outcomes picks
     # outcome i (ranked by a continuous score) with prob (i^n - (i-1)^n) / m^n; its KL to uniform
     # tends to the formula as m grows (the formula is the continuous-score limit).

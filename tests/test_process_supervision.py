@@ -25,29 +25,33 @@ from alignlab.oversight.process import (
     selection_weights,
     step_targets,
 )
-from alignlab.tasks.arith_chain import (
+from alignlab.tasks.lookup_chain import (
     ChainProblem,
     TraceNoise,
     check_trace,
     noisy_trace,
     parse_prompt,
+    random_problem,
     trace_error,
 )
 
-# 2 a+4 b*3 c-1 (mod 5): 2+4=1, 1*3=3, 3-1=2.
-P = ChainProblem(2, (("+", 4), ("*", 3), ("-", 1)))
-CLEAN = "a:2+4=1;b:1*3=3;c:3-1=2"
-CANCEL = "a:2+4=0;b:0*3=3;c:3-1=2"  # a wrong result, then a wrong step back onto the truth
-SLIP = "a:2+4=0;b:0*3=0;c:0-1=4"  # a wrong result that propagates
-SHORT = "a:2+4=1;b:1*3=3"  # stops early
-LONG = CLEAN + ";d:2+0=2"  # one step too many, same final answer
+# The cycle a -> c -> b -> a, three steps from a: 1a>c;2c>b;3b>a.
+P = ChainProblem((("a", "c"), ("c", "b"), ("b", "a")), "a", 3)
+CLEAN = "1a>c;2c>b;3b>a"
+CANCEL = "1a>b;2b>b;3b>a"  # a wrong output, then a wrong step back onto the true chain
+SLIP = "1a>b;2b>a;3a>c"  # a wrong output that propagates
+SHORT = "1a>c;2c>b"  # stops early
+LONG = CLEAN + ";4a>a"  # one step too many, ending on the right answer
 
 
 def test_problem_and_prompt_round_trip() -> None:
-    assert P.prompt == "2 a+4 b*3 c-1" and P.trace() == CLEAN and P.answer == 2
+    assert P.prompt == "ac cb ba a3" and P.trace() == CLEAN and P.answer == "a"
     assert parse_prompt(P.prompt) == P
-    with pytest.raises(ValueError, match="not a chain prompt"):
-        parse_prompt("copy abc")
+    for bad in ("copy abc", "ac cb ba d3", "ac cb bd a3", "ac cb ba a0"):
+        with pytest.raises(ValueError, match="not a chain prompt"):
+            parse_prompt(bad)
+    q = random_problem(random.Random(0), (3, 5), 6)
+    assert parse_prompt(q.prompt) == q and len(set(q.values())) == q.k  # one cycle: no repeats
 
 
 def test_checker_labels_hand_made_traces() -> None:
@@ -55,13 +59,13 @@ def test_checker_labels_hand_made_traces() -> None:
     assert clean.step_ok == (True, True, True) and clean.steps_ok and clean.final_correct
     assert cancel.step_ok == (False, False, True) and cancel.final_correct and not cancel.steps_ok
     assert cancel.first_error == 0 and cancel.right_for_wrong_reasons
-    assert slip.step_ok == (False, False, False) and not slip.final_correct and slip.final == 4
+    assert slip.step_ok == (False, False, False) and not slip.final_correct and slip.final == "c"
     short, long_ = check_trace(P, SHORT), check_trace(P, LONG)
-    assert not short.final_correct and not short.steps_ok
-    # The extra step is wrong although its result repeats the right answer: a trace error.
-    assert (
-        long_.final_correct and long_.step_ok == (True, True, True, False) and long_.right_for_wrong_reasons
-    )
+    # Stopping early is the last written step's error, so a PRM labels it wrong.
+    assert short.step_ok == (True, False) and not short.final_correct
+    # The extra step is wrong although it ends on the right answer: a trace error.
+    assert long_.final_correct and long_.step_ok == (True, True, True, False)
+    assert long_.right_for_wrong_reasons
     assert check_trace(P, "").final is None and not check_trace(P, "garbage").final_correct
 
 
@@ -75,14 +79,15 @@ def test_trace_error_counts_only_final_correct_traces() -> None:
 def test_noisy_traces_have_the_promised_kinds() -> None:
     rng = random.Random(0)
     noise = TraceNoise(slip=0.3, cancel=0.3)
-    checks = [check_trace(P, noisy_trace(P, rng, noise)) for _ in range(2000)]
-    clean = sum(c.steps_ok for c in checks) / 2000
-    cancel = sum(c.right_for_wrong_reasons for c in checks) / 2000
-    # Binomial sd at n=2000 is ~0.01; a cancelling pair is always final-correct, a slip never is
-    # (nothing after the slip can land back: + and - are bijective mod 5, and *k too for k != 0,
-    # except *0, which the slips before it reach with the 1/5 chance of b = 0).
-    assert abs(clean - 0.4) < 0.04
-    assert 0.3 <= cancel < 0.3 + 0.3 * 0.3
+    problems = [random_problem(rng, (3, 5), 6) for _ in range(2000)]
+    checks = [check_trace(p, noisy_trace(p, rng, noise)) for p in problems]
+    # Binomial sd at n = 2000 is ~0.011: four of them either side. The table is one cycle, so a
+    # slip never lands back on the true chain, and every cancelling pair ends on the true answer.
+    assert abs(sum(c.steps_ok for c in checks) / 2000 - 0.4) < 0.045
+    assert abs(sum(c.right_for_wrong_reasons for c in checks) / 2000 - 0.3) < 0.045
+    assert sum(c.final_correct for c in checks) == sum(
+        c.steps_ok or c.right_for_wrong_reasons for c in checks
+    )
     with pytest.raises(ConfigError, match="slip \\+ cancel"):
         TraceNoise(slip=0.7, cancel=0.5)
 
@@ -90,14 +95,15 @@ def test_noisy_traces_have_the_promised_kinds() -> None:
 def test_step_targets_label_up_to_the_first_error() -> None:
     assert step_targets(check_trace(P, CANCEL), "prm") == [0.0, None, None]
     assert step_targets(check_trace(P, CLEAN), "prm") == [1.0, 1.0, 1.0]
-    assert step_targets(check_trace(P, "a:2+4=1;b:1*3=4;c:4-1=3"), "prm") == [1.0, 0.0, None]
+    assert step_targets(check_trace(P, "1a>c;2c>a;3a>c"), "prm") == [1.0, 0.0, None]
+    assert step_targets(check_trace(P, SHORT), "prm") == [1.0, 0.0]
     assert step_targets(check_trace(P, CANCEL), "orm") == [None, None, 1.0]
     assert step_targets(check_trace(P, SLIP), "orm") == [None, None, 0.0]
 
 
 def test_prm_score_is_the_product_of_its_step_probabilities() -> None:
     torch.manual_seed(0)
-    body = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, n_ctx=96, init_std=0.3))
+    body = Transformer(ModelConfig(d_model=32, n_layers=1, n_heads=2, n_ctx=64, init_std=0.3))
     prm, orm = StepRewardModel(body, "prm"), StepRewardModel(body, "orm")
     traces = [CLEAN, CANCEL, SHORT, LONG]
     probs = prm.step_probs([P] * 4, traces)
@@ -134,3 +140,47 @@ def test_bon_curve_prm_avoids_right_for_wrong_reasons() -> None:
     assert o["final_accuracy"][0] == pytest.approx(0.5) and o["trace_error"][0] == pytest.approx(0.5)
     assert o["final_accuracy"][1] == 1.0 and o["trace_error"][1] == 1.0  # picks the cancel trace
     assert p["final_accuracy"][1] == 1.0 and p["trace_error"][1] == 0.0
+
+
+def test_study_aggregates_over_seeds_and_reports_answer_first() -> None:
+    from alignlab.studies.process_supervision import ProcessSpec, aggregate, format_process, process_html
+
+    spec = ProcessSpec(rm_sizes=("al-30k",), seeds=(0, 1, 2), max_n=4)
+    assert spec.ns == [1, 2, 4]
+
+    def cell(seed: int) -> dict[str, object]:
+        shift = 0.01 * seed
+        rm = {
+            "al-30k/orm": {
+                "final_accuracy": [0.5, 0.6, 0.7],
+                "trace_error": [0.2, 0.25, 0.3 + shift],
+                "label_accuracy": 0.8,
+            },
+            "al-30k/prm": {
+                "final_accuracy": [0.5, 0.65, 0.75],
+                "trace_error": [0.2, 0.1, 0.05 + shift],
+                "label_accuracy": 0.9,
+            },
+        }
+        rates = {"final_accuracy": 0.5, "steps_ok": 0.4, "trace_error": 0.2, "samples": 10}
+        return {"seed": seed, "generator": rates, "rms": rm, "seconds": {"total": 1.0}}
+
+    cells = [cell(s) for s in spec.seeds]
+    rows = aggregate(spec, cells)["al-30k"]["rows"]
+    last = rows[-1]
+    assert last["orm_trace_error"]["value"] == pytest.approx(0.31, rel=1e-9)
+    # PRM - ORM is the same in every seed: a zero-width interval at -0.25.
+    assert last["prm_minus_orm_trace_error"]["value"] == pytest.approx(-0.25, rel=1e-9)
+    assert last["prm_minus_orm_trace_error"]["hi"] == pytest.approx(-0.25, rel=1e-9)
+    from alignlab.studies import process_supervision as ps
+
+    result = {
+        "answer": "ANSWER <x>",
+        "generator": {
+            k: ps._interval([0.5, 0.5, 0.5]) for k in ("final_accuracy", "steps_ok", "trace_error")
+        },
+        "by_size": aggregate(spec, cells),
+    }
+    assert format_process(result).startswith("ANSWER <x>")
+    page = process_html(result)
+    assert page.index("ANSWER &lt;x&gt;") < page.index("<table") and "<x>" not in page

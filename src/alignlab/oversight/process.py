@@ -3,8 +3,8 @@
 Uesato et al. (2022, "Solving math word problems with process- and outcome-based feedback") and
 Lightman et al. (2023, "Let's Verify Step by Step") compare an outcome reward model (ORM: is the
 final answer right?) with a process reward model (PRM: is each step right?), trained on the same
-generator samples, by reranking N samples per problem. Here the problems are the modular chains of
-`alignlab.tasks.arith_chain`, the generator is a model of the family trained on noisy traces, and
+generator samples, by reranking N samples per problem. Here the problems are the lookup chains of
+`alignlab.tasks.lookup_chain`, the generator is a model of the family trained on noisy traces, and
 both reward models are models of the family that read a verdict off the language-model head at
 the end of each step, as Lightman et al.'s PRM predicts a positive or negative token after each
 step (sec. 2.6): ``P(step ok) = sigmoid(logit[GOOD] - logit[BAD])`` at the step's closing token
@@ -41,7 +41,8 @@ from alignlab.model.text import char_tokenizer
 from alignlab.model.transformer import Transformer
 from alignlab.store import Run, Store
 from alignlab.tasks import Batch, Example, collate, stream_seed
-from alignlab.tasks.arith_chain import (
+from alignlab.tasks.chat import prompt_ids
+from alignlab.tasks.lookup_chain import (
     STEP_SEP,
     ChainProblem,
     TraceCheck,
@@ -50,7 +51,6 @@ from alignlab.tasks.arith_chain import (
     check_trace,
     seq_len,
 )
-from alignlab.tasks.chat import prompt_ids
 from alignlab.train.config import TrainConfig
 
 #: The tokens whose logit difference is a reward model's verdict on a step.
@@ -98,7 +98,7 @@ def generator_config(recipe: GeneratorRecipe, seed: int) -> TrainConfig:
         task="chain",
         steps=recipe.steps,
         batch_size=recipe.batch_size,
-        seq_len=seq_len(recipe.noise.steps[1]),
+        seq_len=seq_len(recipe.noise),
         lr=recipe.lr,
         warmup_steps=max(10, recipe.steps // 20),
         eval_every=0,
@@ -142,7 +142,7 @@ def sample_traces(
 
     tok = char_tokenizer()
     rows = [prompt_ids(p.prompt, tok) for p in problems for _ in range(k)]
-    max_new = 8 * max(len(p.ops) for p in problems) + 2  # one step more than the longest
+    max_new = 5 * (max(p.k for p in problems) + 1)  # room for one step more than the longest
     gen = torch.Generator().manual_seed(stream_seed("chain-sample", seed) % (1 << 62))
     was = model.training
     model.eval()

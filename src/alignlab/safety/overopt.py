@@ -48,7 +48,7 @@ from alignlab.scaling._validate import FloatArray, check_level, check_n_boot, ch
 from alignlab.scaling.fits import CurveFit, _shared_fields
 from alignlab.stats import Estimate
 from alignlab.tasks import stream_seed
-from alignlab.tasks.arith_chain import ChainProblem, split_steps
+from alignlab.tasks.lookup_chain import ChainProblem, TraceNoise, split_steps
 
 # ---- gold -------------------------------------------------------------------------------------
 
@@ -406,7 +406,7 @@ def rl_arm(
     proxy: ProxyRM,
     arm: RLArm,
     seed: int,
-    steps_range: tuple[int, int] = (3, 5),
+    noise: TraceNoise | None = None,
 ) -> list[dict[str, float]]:
     """RLOO on a copy of ``policy`` against ``proxy``; rows of (step, KL, d, proxy, gold) measured
     every ``arm.eval_every`` steps on held-out problems, step 0 included.
@@ -415,7 +415,7 @@ def rl_arm(
     clipped at 0 for d = sqrt(KL)); rewards are means over those samples.
     """
     from alignlab.oversight.process import sample_traces
-    from alignlab.tasks.arith_chain import chain_problems
+    from alignlab.tasks.lookup_chain import chain_problems
 
     ref = Transformer(policy.cfg)
     ref.load_state_dict(policy.state_dict())
@@ -423,7 +423,7 @@ def rl_arm(
     model = Transformer(policy.cfg)
     model.load_state_dict(policy.state_dict())
     opt = torch.optim.AdamW(model.parameters(), lr=arm.lr, weight_decay=0.0)
-    held = chain_problems(arm.n_eval, seed, "rl-eval", steps_range)
+    held = chain_problems(arm.n_eval, seed, "rl-eval", noise)
     rows: list[dict[str, float]] = []
 
     def measure(step: int) -> None:
@@ -446,7 +446,7 @@ def rl_arm(
     measure(0)
     k = arm.samples
     for step in range(arm.steps):
-        problems = chain_problems(arm.prompts, seed, f"rl-{step}", steps_range)
+        problems = chain_problems(arm.prompts, seed, f"rl-{step}", noise)
         reps = [p for p in problems for _ in range(k)]
         texts = [t for row in sample_traces(model, problems, k, seed * 1_000_003 + step) for t in row]
         model.train()
