@@ -1,5 +1,17 @@
 """Scalable oversight: debate (Irving et al. 2018) and weak-to-strong generalisation (Burns et al. 2023)."""
 
+from alignlab.oversight.cai import PolicyCounts, Revision, critique_revise, measure_policy, sl_cai
+from alignlab.oversight.cai_pipeline import ARMS, CAIBudget, run_cell, stored_cell
+from alignlab.oversight.constitution import (
+    CONSTITUTION,
+    REFUSAL,
+    Principle,
+    Request,
+    revise,
+    sample_requests,
+    violates,
+    violates_any,
+)
 from alignlab.oversight.debate_digits import (
     DEBATE_CONDITIONS,
     DigitsDebateConfig,
@@ -12,6 +24,8 @@ from alignlab.oversight.debate_digits import (
     random_pixel_correct,
     train_judge,
 )
+from alignlab.oversight.feedback import Agreement, Critique, FeedbackModel, agreement, train_feedback_model
+from alignlab.oversight.rlaif import Pair, ai_labels, dpo_train, fit_preference_model, gt_labels, rloo
 from alignlab.oversight.weak_to_strong import (
     FinetuneConfig,
     PGRResult,
@@ -32,20 +46,39 @@ from alignlab.oversight.weak_to_strong import (
 )
 
 __all__ = [
+    "ARMS",
+    "CONSTITUTION",
     "DEBATE_CONDITIONS",
+    "REFUSAL",
+    "Agreement",
+    "CAIBudget",
+    "Critique",
     "DigitsDebateConfig",
+    "FeedbackModel",
     "FinetuneConfig",
     "PGRResult",
+    "Pair",
+    "PolicyCounts",
+    "Principle",
+    "Request",
+    "Revision",
     "SparseJudge",
     "Verifier",
     "W2SData",
     "accuracy",
+    "agreement",
+    "ai_labels",
     "aux_coef_at",
+    "critique_revise",
     "debate_all_liars",
+    "dpo_train",
     "finetune_classifier",
+    "fit_preference_model",
+    "gt_labels",
     "load_digits_data",
     "logconf_loss",
     "measure_digits_debate",
+    "measure_policy",
     "model_supervisor",
     "pgr",
     "pgr_over_seeds",
@@ -54,8 +87,17 @@ __all__ = [
     "probe_supervisor",
     "random_masks",
     "random_pixel_correct",
+    "revise",
+    "rloo",
+    "run_cell",
+    "sample_requests",
+    "sl_cai",
+    "stored_cell",
+    "train_feedback_model",
     "train_judge",
     "train_student",
+    "violates",
+    "violates_any",
     "w2s_data",
     "xent_loss",
 ]

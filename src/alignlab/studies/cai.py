@@ -1,0 +1,373 @@
+"""Study ``cai``: Constitutional AI against RLHF on ground-truth labels, and how it scales with the critic.
+
+Bai et al. (2022) found their RL-CAI models both more harmless and less evasive than RLHF models
+trained on human harmlessness labels. Here, in the checkable world of
+`alignlab.oversight.constitution`, per seed: a helpful-only policy, a feedback model taught the
+constitution from ``label_budget`` demonstrations, then the arms of `alignlab.oversight.cai_pipeline`
+(none, SL-CAI, RL-CAI by RLOO and by DPO, and RLHF on as many checker labels). Every rate is the
+rule checker's on held-out requests, pooled over seeds (t over seeds with a pooled Wilson floor).
+The scalable-oversight grid reruns SL-CAI with feedback models of other sizes (and other policy
+sizes) and regresses the policy's harmlessness on the critic's balanced agreement.
+
+Example:
+    $ alignlab study cai --preset quick
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from alignlab._validate import raise_problems
+from alignlab.model.config import SIZES
+from alignlab.oversight.cai_pipeline import ARMS, CAIBudget, stored_cell
+from alignlab.report import html as h
+from alignlab.stats import Estimate, difference, rate_over_seeds, seed_interval
+from alignlab.store import Store
+from alignlab.studies.registry import StudyDef, register_study
+
+METRICS = ("harmless", "helpful", "evasive", "refused")
+ARM_LABELS = {
+    "none": "none (helpful-only)",
+    "sl-cai": "SL-CAI",
+    "rl-cai": "RL-CAI (RLOO)",
+    "dpo-cai": "RL-CAI (DPO on revisions)",
+    "gt-rlhf": "RLHF on checker labels",
+}
+
+
+@dataclass(frozen=True)
+class CAISpec:
+    """The CAI comparison and its feedback-size x policy-size grid.
+
+    Attributes:
+        policy_size: policy of the arms table (a base-model size).
+        fm_size: feedback model of the arms table.
+        grid_fm_sizes: further feedback-model sizes, SL-CAI only.
+        grid_policy_sizes: further policy sizes, SL-CAI only, crossed with every feedback size.
+        seeds: base-model seeds (vendored: 0, 1, 2); each also draws all data.
+        budget: what each seed spends (`alignlab.oversight.cai_pipeline.CAIBudget`).
+    """
+
+    policy_size: str = "al-100k"
+    fm_size: str = "al-100k"
+    grid_fm_sizes: tuple[str, ...] = ("al-30k",)
+    grid_policy_sizes: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (0, 1, 2)
+    budget: CAIBudget = field(default_factory=CAIBudget)
+
+    def __post_init__(self) -> None:
+        sizes = (self.policy_size, self.fm_size, *self.grid_fm_sizes, *self.grid_policy_sizes)
+        raise_problems(
+            "CAISpec",
+            [
+                *(f"unknown size {s!r}; choose from {', '.join(SIZES)}" for s in sizes if s not in SIZES),
+                None if self.seeds else "seeds must list at least one seed",
+                *(f"seeds must be >= 0, got {s}" for s in self.seeds if not (isinstance(s, int) and s >= 0)),
+            ],
+        )
+
+    def cells(self) -> list[tuple[str, str]]:
+        """(policy size, feedback size) of the grid, the arms cell first."""
+        policies = [self.policy_size, *[p for p in self.grid_policy_sizes if p != self.policy_size]]
+        fms = [self.fm_size, *[f for f in self.grid_fm_sizes if f != self.fm_size]]
+        return [(p, f) for p in policies for f in fms]
+
+
+def _presets() -> dict[str, tuple[CAISpec, str]]:
+    tiny = CAIBudget(
+        kinds=("plain", "banned"),
+        helpful_steps=0,
+        label_budget=256,
+        fm_steps=60,
+        sl_prompts=256,
+        sft_steps=40,
+        help_pairs=64,
+        pm_steps=10,
+        rl_steps=3,
+        dpo_steps=5,
+        lr=3e-4,
+        n_eval=24,
+    )
+    return {
+        "quick": (
+            CAISpec(policy_size="al-30k", fm_size="al-30k", grid_fm_sizes=(), seeds=(0, 1), budget=tiny),
+            "smoke: al-30k, the base tasks plus the banned letter, 2 seeds, every arm (~1 CPU-min)",
+        ),
+        "default": (
+            CAISpec(),
+            "al-100k policy, al-100k and al-30k critics, 3 seeds, the full world (~30 CPU-min)",
+        ),
+        "full": (
+            CAISpec(grid_fm_sizes=("al-30k", "al-300k"), grid_policy_sizes=("al-300k",)),
+            "adds an al-300k critic and an al-300k policy to the grid",
+        ),
+    }
+
+
+# ---- pooling over seeds -------------------------------------------------------------------------
+
+
+def _rate(cells: list[dict[str, Any]], get: Any) -> dict[str, Any] | None:
+    counts = [get(c) for c in cells]
+    counts = [c for c in counts if c and c[1] > 0]
+    if not counts:
+        return None
+    return rate_over_seeds([c[0] for c in counts], [c[1] for c in counts]).to_dict()
+
+
+def _mean(values: list[float], bounds: tuple[float, float] | None = (0.0, 1.0)) -> dict[str, Any] | None:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    return seed_interval(values, bounds=bounds).to_dict() if values else None
+
+
+def _pool_cell(cells: list[dict[str, Any]]) -> dict[str, Any]:
+    arms = {
+        arm: {
+            m: _rate(cells, lambda c, a=arm, m=m: c["arms"][a][m] if a in c["arms"] else None)
+            for m in METRICS
+        }
+        for arm in ARMS
+        if arm in cells[0]["arms"]
+    }
+    fb = {
+        "policy_agreement": _rate(
+            cells, lambda c: (c["feedback"]["policy"]["agree"], c["feedback"]["policy"]["n"])
+        ),
+        "policy_tpr": _rate(cells, lambda c: (c["feedback"]["policy"]["tp"], c["feedback"]["policy"]["pos"])),
+        "policy_tnr": _rate(cells, lambda c: (c["feedback"]["policy"]["tn"], c["feedback"]["policy"]["neg"])),
+        "policy_balanced": _mean([c["feedback"]["policy_balanced"] for c in cells]),
+        "demo_agreement": _rate(
+            cells, lambda c: (c["feedback"]["demo"]["agree"], c["feedback"]["demo"]["n"])
+        ),
+    }
+    out: dict[str, Any] = {"arms": arms, "feedback": fb}
+    if "pairs" in cells[0]:
+        out["pairs"] = {
+            "ai_agreement": _rate(cells, lambda c: tuple(c["pairs"]["ai_agreement"])),
+            "rl-cai_pm_accuracy": _rate(cells, lambda c: tuple(c["pairs"]["rl-cai_pm_accuracy"])),
+            "gt-rlhf_pm_accuracy": _rate(cells, lambda c: tuple(c["pairs"]["gt-rlhf_pm_accuracy"])),
+            "dpo_accuracy": _mean([c["pairs"]["dpo"]["accuracy"] for c in cells]),
+        }
+    return out
+
+
+def _grid_fit(grid: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """SL-CAI harmlessness regressed on the critic's balanced agreement over every (cell, seed)."""
+    from scipy import stats as st
+
+    xs, ys = [], []
+    for g in grid:
+        for c in g["cells"]:
+            s, n = c["arms"]["sl-cai"]["harmless"]
+            if n and math.isfinite(c["feedback"]["policy_balanced"]):
+                xs.append(c["feedback"]["policy_balanced"])
+                ys.append(s / n)
+    if len(xs) < 3 or len(set(xs)) < 2:
+        return None
+    fit = st.linregress(xs, ys)
+    half = st.t.ppf(0.975, len(xs) - 2) * fit.stderr
+    return {
+        "slope": Estimate(fit.slope, fit.slope - half, fit.slope + half, len(xs), "OLS, t95").to_dict(),
+        "intercept": fit.intercept,
+        "r": fit.rvalue,
+        "spearman": float(st.spearmanr(xs, ys).statistic),
+        "points": [[x, y] for x, y in zip(xs, ys, strict=True)],
+    }
+
+
+def _smaller_critic(grid: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """SL-CAI harmlessness with a critic smaller than the policy minus with one at least as large."""
+    order = list(SIZES)
+    small = [g for g in grid if order.index(g["fm_size"]) < order.index(g["policy_size"])]
+    large = [g for g in grid if order.index(g["fm_size"]) >= order.index(g["policy_size"])]
+    if not small or not large:
+        return None
+
+    def pooled(gs: list[dict[str, Any]]) -> Estimate | None:
+        return _est(_rate([c for g in gs for c in g["cells"]], lambda c: c["arms"]["sl-cai"]["harmless"]))
+
+    a, b = pooled(small), pooled(large)
+    return difference(a, b).to_dict() if a and b else None
+
+
+# ---- the study ------------------------------------------------------------------------------------
+
+
+def run_cai(store: Store, spec: CAISpec) -> dict[str, Any]:
+    """Every grid cell over every seed; the arms cell runs all arms."""
+    import sys
+
+    def log(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    grid = []
+    main: dict[str, Any] = {}
+    for i, (p, f) in enumerate(spec.cells()):
+        cells = [stored_cell(store, p, f, seed, spec.budget, arms=i == 0, log=log) for seed in spec.seeds]
+        pooled = _pool_cell(cells)
+        entry = {"policy_size": p, "fm_size": f, **pooled, "cells": cells}
+        if i == 0:
+            main = entry
+        grid.append(entry)
+    seconds: dict[str, float] = {}
+    for g in grid:
+        for c in g["cells"]:
+            for stage, s in c["seconds"].items():
+                seconds[stage] = seconds.get(stage, 0.0) + s
+    result: dict[str, Any] = {
+        "main": main,
+        "grid": grid,
+        "grid_fit": _grid_fit(grid),
+        "smaller_critic_minus_larger": _smaller_critic(grid),
+        "timing": {"stage_seconds": seconds},
+    }
+    result["answer"] = _answer(result)
+    return result
+
+
+def _est(d: dict[str, Any] | None) -> Estimate | None:
+    return Estimate.from_dict(d) if d else None
+
+
+def _answer(result: dict[str, Any]) -> str:
+    m = result["main"]
+    arms = m["arms"]
+    fb = _est(m["feedback"]["policy_agreement"])
+    head = f"{m['policy_size']} policy, {m['fm_size']} critic (agreement with the checker {fb})"
+    if "rl-cai" not in arms or "gt-rlhf" not in arms:
+        sl, none = _est(arms["sl-cai"]["harmless"]), _est(arms["none"]["harmless"])
+        return f"{head}: SL-CAI harmless {sl} vs none {none}"
+    cai_h, gt_h = (
+        Estimate.from_dict(arms["rl-cai"]["harmless"]),
+        Estimate.from_dict(arms["gt-rlhf"]["harmless"]),
+    )
+    cai_e, gt_e = (
+        Estimate.from_dict(arms["rl-cai"]["evasive"]),
+        Estimate.from_dict(arms["gt-rlhf"]["evasive"]),
+    )
+    dh, de = difference(cai_h, gt_h), difference(cai_e, gt_e)
+    if dh.lo > 0 and de.hi < 0:
+        verdict = "anchor reproduced: RL-CAI more harmless and less evasive than RLHF on checker labels"
+    elif dh.hi < 0 or de.lo > 0:
+        verdict = "anchor not reproduced: RL-CAI less harmless or more evasive than RLHF on checker labels"
+    else:
+        verdict = "anchor unresolved: the intervals of the differences include 0"
+    return (
+        f"{verdict} — {head}: harmless RL-CAI {cai_h} vs RLHF {gt_h} (none {_est(arms['none']['harmless'])}, "
+        f"SL-CAI {_est(arms['sl-cai']['harmless'])}); evasive {cai_e} vs {gt_e}; "
+        f"helpful {_est(arms['rl-cai']['helpful'])} vs {_est(arms['gt-rlhf']['helpful'])}"
+    )
+
+
+def format_cai(result: dict[str, Any]) -> str:
+    """Console text: the answer, the arms table, the critic and the grid."""
+    lines = [result["answer"], "", f"{'arm':28s} {'harmless':22s} {'helpful':22s} {'evasive':22s}"]
+    for arm, metrics in result["main"]["arms"].items():
+        lines.append(
+            f"{ARM_LABELS[arm]:28s} "
+            + " ".join(f"{_fmt(metrics[k]):22s}" for k in ("harmless", "helpful", "evasive"))
+        )
+    fb = result["main"]["feedback"]
+    lines += [
+        "",
+        f"critic agreement on policy samples {_fmt(fb['policy_agreement'])}, "
+        f"balanced {_fmt(fb['policy_balanced'])}, on demonstrations {_fmt(fb['demo_agreement'])}",
+    ]
+    if "pairs" in result["main"]:
+        pr = result["main"]["pairs"]
+        lines.append(f"AI pair labels agree with the checker {_fmt(pr['ai_agreement'])}")
+    lines.append("")
+    for g in result["grid"]:
+        lines.append(
+            f"grid {g['policy_size']} policy x {g['fm_size']} critic: critic balanced "
+            f"{_fmt(g['feedback']['policy_balanced'])}, "
+            f"SL-CAI harmless {_fmt(g['arms']['sl-cai']['harmless'])}, "
+            f"helpful {_fmt(g['arms']['sl-cai']['helpful'])}"
+        )
+    fit = result.get("grid_fit")
+    if fit:
+        lines.append(
+            f"harmlessness vs critic balanced agreement: slope {_fmt(fit['slope'])}, r {fit['r']:.2f}"
+        )
+    lines.append(f"stage seconds: {result['timing']['stage_seconds']}")
+    return "\n".join(lines)
+
+
+def _fmt(d: dict[str, Any] | None) -> str:
+    return str(Estimate.from_dict(d)) if d else "n/a"
+
+
+def cai_html(result: dict[str, Any]) -> str:
+    """The report section: answer, arms table, critic agreement, grid and fit."""
+    main = result["main"]
+    head = ["arm", "harmless", "helpful", "evasive", "refused (forbidden)"]
+    rows = [
+        [h.esc(ARM_LABELS[arm]), *[h.estimate(m[k]) for k in ("harmless", "helpful", "evasive", "refused")]]
+        for arm, m in main["arms"].items()
+    ]
+    fb = main["feedback"]
+    critic = {
+        "agreement on policy samples": h.estimate(fb["policy_agreement"]),
+        "true-positive rate": h.estimate(fb["policy_tpr"]),
+        "true-negative rate": h.estimate(fb["policy_tnr"]),
+        "balanced agreement": h.estimate(fb["policy_balanced"]),
+        "agreement on held-out demonstrations": h.estimate(fb["demo_agreement"]),
+    }
+    if "pairs" in main:
+        critic["AI pair labels agree with the checker"] = h.estimate(main["pairs"]["ai_agreement"])
+        critic["preference model accuracy, AI labels"] = h.estimate(main["pairs"]["rl-cai_pm_accuracy"])
+        critic["preference model accuracy, checker labels"] = h.estimate(main["pairs"]["gt-rlhf_pm_accuracy"])
+    grid_rows = [
+        [
+            h.esc(g["policy_size"]),
+            h.esc(g["fm_size"]),
+            h.estimate(g["feedback"]["policy_balanced"]),
+            *[h.estimate(g["arms"]["sl-cai"][k]) for k in ("harmless", "helpful", "evasive")],
+        ]
+        for g in result["grid"]
+    ]
+    fit = result.get("grid_fit")
+    fit_text = (
+        "<p>SL-CAI harmlessness against the critic's balanced agreement over every (cell, seed): slope "
+        f"{h.estimate(fit['slope'])}, r = {fit['r']:.2f}, Spearman {fit['spearman']:.2f}.</p>"
+        if fit
+        else "<p>Grid fit: fewer than 3 distinct points.</p>"
+    )
+    smaller = result.get("smaller_critic_minus_larger")
+    if smaller:
+        fit_text += (
+            "<p>Critic smaller than the policy minus at least as large (SL-CAI harmlessness): "
+            f"{h.estimate(smaller)}.</p>"
+        )
+    return (
+        f"<h2>Constitutional AI (Bai et al. 2022)</h2><p><b>{h.esc(result['answer'])}</b></p>"
+        "<p>Rates by the rule checker on held-out requests, greedy decoding; intervals t over seeds with a "
+        "pooled Wilson floor. Harmless: forbidden requests answered without violating a principle; helpful: "
+        "benign requests answered correctly; evasive: benign requests refused.</p>"
+        + h.table(head, rows, numeric=range(1, len(head)))
+        + "<h3>Feedback model</h3>"
+        + h.kv_table(critic)
+        + "<h3>Feedback size x policy size (SL-CAI)</h3>"
+        + h.table(
+            ["policy", "critic", "critic balanced agreement", "harmless", "helpful", "evasive"],
+            grid_rows,
+            numeric=range(2, 6),
+        )
+        + fit_text
+        + f"<p class='muted'>Stage seconds: {h.esc(result['timing']['stage_seconds'])}</p>"
+    )
+
+
+register_study(
+    StudyDef(
+        name="cai",
+        question="Is Constitutional AI more harmless and less evasive than RLHF on ground-truth labels, "
+        "and how does it track the feedback model's size?",
+        presets=_presets,
+        run=run_cai,
+        summary=format_cai,
+        report=cai_html,
+    )
+)
