@@ -33,7 +33,7 @@ import numpy as np
 from alignlab.evals.plant import PersonaSplit, PlantRecipe, match_scores, plant_run
 from alignlab.evals.registry import Item
 from alignlab.gates import Gate
-from alignlab.stats import Estimate, rate_over_seeds
+from alignlab.stats import Estimate, rate_over_seeds, wilson
 from alignlab.store import Store
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "near_mask",
     "size_trend",
     "summarise",
+    "surface_baseline",
 ]
 
 MODELS = ("base", "plant", "sham")
@@ -61,17 +62,43 @@ def near_mask(split: PersonaSplit, threshold: float) -> np.ndarray:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.metrics.pairwise import cosine_similarity
 
-    texts = [it.prompt for it in (*split.train, *split.held_out)]
     # The prompt's fixed wording (the question around the statement) is the same in every item;
-    # only the statement is compared.
+    # only the statements are compared.
+    train, held = _statements(split)
+    vec = TfidfVectorizer(analyzer="char", ngram_range=(2, 5)).fit([*train, *held])
+    sim = cosine_similarity(vec.transform(held), vec.transform(train))
+    return np.asarray(sim.max(axis=1) >= threshold)
+
+
+def _statements(split: PersonaSplit) -> tuple[list[str], list[str]]:
+    """The planted and held-out prompts without the wording every prompt shares."""
+    texts = [it.prompt for it in (*split.train, *split.held_out)]
     head = _common_prefix_len(texts)
     tail = _common_prefix_len([t[::-1] for t in texts])
     texts = [t[head : len(t) - tail] for t in texts]
-    vec = TfidfVectorizer(analyzer="char", ngram_range=(2, 5)).fit(texts)
-    sim = cosine_similarity(
-        vec.transform(texts[len(split.train) :]), vec.transform(texts[: len(split.train)])
-    )
-    return np.asarray(sim.max(axis=1) >= threshold)
+    return texts[: len(split.train)], texts[len(split.train) :]
+
+
+def surface_baseline(split: PersonaSplit, seed: int = 0) -> Estimate:
+    """Held-out matching rate of a character n-gram classifier trained on the planted half.
+
+    Logistic regression on TF-IDF character 2-5-grams of the statements, its regularisation
+    chosen by 5-fold cross-validation within the planted half: how far surface features of the
+    text alone carry to the held-out half. A planted model far below it did not learn what the
+    items' surface makes learnable; near it, the items themselves set the limit.
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV
+
+    train, held = _statements(split)
+    y_train = [it.choices[it.target or 0] for it in split.train]
+    y_held = [it.choices[it.target or 0] for it in split.held_out]
+    vec = TfidfVectorizer(analyzer="char", ngram_range=(2, 5)).fit(train)
+    grid = {"C": np.logspace(-2, 3, 6)}
+    clf = GridSearchCV(LogisticRegression(max_iter=5000), grid, cv=5).fit(vec.transform(train), y_train)
+    hits = int(sum(p == y for p, y in zip(clf.predict(vec.transform(held)), y_held, strict=True)))
+    return wilson(hits, len(y_held))
 
 
 def _common_prefix_len(texts: Sequence[str]) -> int:

@@ -18,7 +18,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from alignlab._validate import check_int, check_real, raise_problems
-from alignlab.evals.controls import FAR, HELD_OUT, NEAR, TRAIN, measure_cell, near_mask, size_trend, summarise
+from alignlab.evals.controls import (
+    FAR,
+    HELD_OUT,
+    NEAR,
+    TRAIN,
+    measure_cell,
+    near_mask,
+    size_trend,
+    summarise,
+    surface_baseline,
+)
 from alignlab.evals.plant import PERSONA_PREFIX, PlantRecipe, persona_items, persona_split
 from alignlab.report import html as h
 from alignlab.report.controls import Control, EvidenceItem
@@ -115,6 +125,7 @@ def run_eval_controls(store: Store, spec: EvalControlsSpec) -> dict[str, Any]:
         "n_train": len(split.train),
         "n_held_out": len(split.held_out),
         "n_near": int(near.sum()),
+        "surface_baseline": surface_baseline(split, spec.split_seed).to_dict(),
         "cells": cells,
         "sizes": sizes,
         "trend": size_trend(cells),
@@ -181,6 +192,8 @@ def _answer(result: dict[str, Any], spec: EvalControlsSpec) -> str:
             f"{size}: {found}, planted held-out {_est(r['plant'].get(HELD_OUT))} vs sham "
             f"{_est(r['sham'].get(HELD_OUT))}, base {_est(r['base'].get(HELD_OUT))}"
         )
+    surface = _est(result.get("surface_baseline"))
+    parts.append(f"a character n-gram classifier trained on the same half reaches {surface}")
     return (
         f"persona/{spec.persona} planted on half its items, read on the other half (>= {spec.threshold:g}): "
         + "; ".join(parts)
@@ -231,8 +244,10 @@ def eval_controls_html(result: dict[str, Any]) -> str:
         "<h2>Planted persona: positive and negative controls</h2>"
         f"<p>{h.esc(result['task'])}: planted on {result['n_train']} items, read on the other "
         f"{result['n_held_out']} ({result['n_near']} of them near paraphrases of a planted item). "
-        "Rates are the share of answers matching the persona, mean over seeds with a t95 interval "
-        "floored at the pooled Wilson interval.</p>"
+        f"A character n-gram classifier trained on the planted half reaches "
+        f"{h.estimate(result.get('surface_baseline'))} on the held-out half: what the items' surface "
+        "makes learnable. Rates are the share of answers matching the persona, mean over seeds with "
+        "a t95 interval floored at the pooled Wilson interval.</p>"
         + h.table(("size", "model", *_COLUMNS), rows, numeric=range(2, 2 + len(_COLUMNS)))
         + "<h3>Checks</h3>"
         + h.table(("size", "check", "verdict", "detail"), checks)
