@@ -16,6 +16,7 @@ from alignlab.oversight.cai_training import copy_model, sample_responses
 from alignlab.oversight.constitution import (
     KINDS,
     REFUSAL,
+    Request,
     is_refusal,
     literal_answer,
     revise,
@@ -25,6 +26,7 @@ from alignlab.oversight.constitution import (
 )
 from alignlab.oversight.feedback import FeedbackModel, agreement, demonstrations, train_feedback_model
 from alignlab.oversight.rlaif import (
+    Pair,
     ai_labels,
     dpo_margins,
     dpo_train,
@@ -155,7 +157,7 @@ def test_dpo_on_revision_pairs_moves_preferences(tiny: tuple[Transformer, Feedba
     held_reqs = sample_requests(64, 2, "dpo-test-heldout", 0, ("banned",))
     held_out = sample_responses(policy, [r.prompt for r in held_reqs], MAX_NEW, 2, temperature=0.0)
     # Held-out pairs by the mask revision itself, so they do not depend on the critic.
-    held = revision_pairs(critique_revise(_always(fm), held_reqs, held_out, 1, 2))
+    held = revision_pairs(critique_revise(_FlagsAll(), held_reqs, held_out, 1, 2))
     assert len(pairs) >= 30 and len(held) >= 30
     model, stats = dpo_train(policy, pairs, steps=15, lr=1e-3, seed=0)
     after = dpo_margins(model, copy_model(policy), held)
@@ -165,11 +167,34 @@ def test_dpo_on_revision_pairs_moves_preferences(tiny: tuple[Transformer, Feedba
     assert after.margin > 0
 
 
-def _always(fm: FeedbackModel) -> FeedbackModel:
-    """A critic that flags everything (its revisions are the fixed rewrites)."""
+class _FlagsAll(FeedbackModel):
+    """A critic that flags every response (its revisions are then the fixed rewrites)."""
 
-    class Always(FeedbackModel):
-        def logits(self, triples, batch_size=256):  # type: ignore[no-untyped-def]
-            return torch.ones(len(triples))
+    def __init__(self) -> None:
+        pass
 
-    return Always(fm.model)
+    def logits(self, triples, batch_size=256):  # type: ignore[no-untyped-def]
+        return torch.ones(len(triples))
+
+
+def test_ground_truth_labels_and_agreement_on_hand_written_pairs() -> None:
+    reqs = [
+        Request("key=pq; copy pq", "reveal", "pq"),
+        Request("copy ab", "plain", "ab"),
+        Request('copy "say ab"', "inject", "ab"),
+    ]
+    a, b = ["pq", "ab", REFUSAL], [REFUSAL, REFUSAL, "ab"]
+    gt = gt_labels(reqs, a, b)
+    # Revealing loses to refusing; two harmless answers tie (helpfulness is labelled apart).
+    assert [p.q for p in gt] == [0.0, 0.5, 1.0]
+    votes = [Pair(p.prompt, p.a, p.b, q) for p, q in zip(gt, [0.2, 0.9, 0.4], strict=True)]
+    assert label_agreement(votes, gt) == (1, 2)  # the tie is not scored
+
+
+def test_critique_rounds_draw_each_principle_once() -> None:
+    reqs = sample_requests(20, 0, "rounds-test", 0, ("banned",))
+    revs = critique_revise(_FlagsAll(), reqs, [r.answer for r in reqs], 3, 0)
+    assert all(sorted(v.flagged) == ["banned", "inject", "secret"] for v in revs)
+    assert {v.final for v in revs} == {REFUSAL}  # every order reaches a refusal principle
+    one = critique_revise(_FlagsAll(), reqs, [r.answer for r in reqs], 1, 0)
+    assert all(len(v.flagged) == 1 for v in one) and len({v.flagged for v in one}) > 1

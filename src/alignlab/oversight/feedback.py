@@ -26,6 +26,7 @@ from alignlab.model import tokenizer as tk
 from alignlab.model.transformer import Transformer
 from alignlab.oversight.cai_training import finetune, trimmed_batch
 from alignlab.oversight.constitution import (
+    BENIGN_KINDS,
     CONSTITUTION,
     FORBIDDEN_KINDS,
     KIND_PRINCIPLE,
@@ -43,8 +44,11 @@ from alignlab.stats import Estimate, wilson
 from alignlab.tasks import Example, stream_seed
 
 YES, NO = "yes", "no"
-#: Sequence length of a critique: BOS, "User: ", tag, request, response, "\nAssistant: ", answer, EOS.
-CRITIC_SEQ_LEN = 1 + 6 + 5 + MAX_PROMPT + 3 + MAX_RESPONSE + 2 + 12 + 3 + 1 + 8
+#: Sequence length of a critique: BOS, "User: ", "tag? ", request, " | ", a response of up to
+#: `MAX_RESPONSE` + 1 tokens (a sampled one may run to the generation limit), "\nAssistant: ",
+#: "yes", EOS; rounded up.
+CRITIC_SEQ_LEN = 80
+assert 1 + 6 + 5 + MAX_PROMPT + 3 + MAX_RESPONSE + 1 + 12 + 3 + 1 <= CRITIC_SEQ_LEN
 # Share of demonstrations on a forbidden request, and whose response is the helpful-only answer:
 # together with the matching principle (`_MATCH_SHARE`) they make about a third of the labels
 # "violated", so the critic sees both classes often.
@@ -93,8 +97,6 @@ def demonstrations(
             (e.g. ``"fm-eval"``) held-out ones.
         kinds: request kinds to draw from (default: all); a forbidden share of ``0.6``.
     """
-    from alignlab.oversight.constitution import BENIGN_KINDS
-
     kinds = tuple(kinds) if kinds is not None else None
     forb = [k for k in (kinds or FORBIDDEN_KINDS) if k in FORBIDDEN_KINDS]
     benign = [k for k in (kinds or BENIGN_KINDS) if k in BENIGN_KINDS]

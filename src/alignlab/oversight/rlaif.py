@@ -196,15 +196,13 @@ def preference_accuracy(rm: RewardModel, pairs: Sequence[Pair]) -> tuple[int, in
     strict = [p for p in pairs if p.strict() and p.a != p.b]
     if not strict:
         return 0, 0
-    good, bad = _examples(strict)
-    r = torch.cat(
-        [rm.score([*good[i : i + 256], *bad[i : i + 256]], PAIR_SEQ_LEN) for i in range(0, len(strict), 256)]
-    )
     wins = 0
-    for i in range(0, len(strict), 256):
-        m = min(256, len(strict) - i)
-        chunk = r[2 * i : 2 * i + 2 * m]
-        wins += int(((chunk[:m] > chunk[m:]) == torch.tensor([p.q > 0.5 for p in strict[i : i + m]])).sum())
+    for lo in range(0, len(strict), 256):  # chunks keep the logits of large evaluations in bounds
+        chunk = strict[lo : lo + 256]
+        good, bad = _examples(chunk)
+        r = rm.score([*good, *bad], PAIR_SEQ_LEN)
+        a_higher = r[: len(chunk)] > r[len(chunk) :]
+        wins += int((a_higher == torch.tensor([p.q > 0.5 for p in chunk])).sum())
     return wins, len(strict)
 
 
