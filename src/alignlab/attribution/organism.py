@@ -1,9 +1,11 @@
 """Attribution checked against planted ground truth: does it find an organism's poisoned data?
 
 An organism is installed from a mix in which we know which examples are poisoned. Gradients of
-the organism's behaviour (its defect completions on triggered prompts) are scored against a fresh
-sample of that mix; a working attribution method ranks the poisoned examples first. Two controls
-keep this honest:
+the organism's behaviour (its defect completions on triggered prompts) are scored against the
+examples the model was trained on, taken by index from its install stream
+(`alignlab.organisms.install_stream`); without the stream, against a fresh sample of the same mix,
+which the model never saw. A working attribution method ranks the poisoned examples first. Two
+controls keep this honest:
 
 - *clean-behaviour queries* should show no preference for poisoned examples;
 - the *untrained baseline*: the same scores from a freshly initialised model of the same shape.
@@ -24,6 +26,7 @@ from alignlab.attribution.scoring import ALL_METHODS, method_scores
 from alignlab.interp.probes import auroc_ci
 from alignlab.model import Transformer
 from alignlab.organisms.base import Organism
+from alignlab.organisms.stream import InstallStream
 from alignlab.stats import Estimate
 
 
@@ -38,6 +41,8 @@ class PlantedAttribution:
     n_train: int
     n_planted: int
     top: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    #: stream index of each scored example, or None when a fresh sample was scored.
+    stream_indices: list[int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +53,8 @@ class PlantedAttribution:
             "n_train": self.n_train,
             "n_planted": self.n_planted,
             "top": self.top,
+            "scored": "fresh sample" if self.stream_indices is None else "install stream",
+            "stream_indices": self.stream_indices,
         }
 
 
@@ -60,13 +67,15 @@ def attribute_organism(
     dim: int = 4096,
     seed: int = 0,
     n_top: int = 10,
+    stream: InstallStream | None = None,
 ) -> PlantedAttribution:
-    """Score a fresh sample of ``organism``'s installation mix against its defect behaviour.
+    """Score ``organism``'s installation examples against its defect behaviour.
 
     Args:
         model: a model the organism was installed in (or any model, for a null result).
         organism: supplies the mix (which examples are poisoned is known) and the queries.
-        n_train: training examples to score (a fresh sample: same distribution, new draws).
+        n_train: training examples to score: evenly spaced indices of ``stream``, or without it a
+            fresh sample of the mix (same distribution, examples the model never saw).
         n_queries: defect queries (and as many clean-behaviour control queries).
         methods: attribution methods to compare (`ALL_METHODS`: dot, cosine and influence on
             sketched gradients, and "ekfac", exact per-layer).
@@ -74,12 +83,20 @@ def attribute_organism(
         seed: seed for the sample, the queries, the sketch, the bootstrap and the untrained
             baseline's initialisation.
         n_top: top-ranked examples kept per method, for the report.
+        stream: the model's own install stream (`install_stream` of its install config).
 
     Example:
-        >>> res = attribute_organism(model, get_organism("backdoor"))
-        >>> res.auroc["influence"]  # poisoned vs clean examples, 95% bootstrap CI
+        >>> org = get_organism("backdoor")
+        >>> res = attribute_organism(model, org, stream=install_stream(org, install_cfg))
+        >>> res.auroc["influence"]  # poisoned vs clean training examples, 95% bootstrap CI
     """
-    train = organism.training_examples(n_train, seed=seed, split="attribution")
+    indices: list[int] | None = None
+    if stream is not None:
+        spaced = np.linspace(0, len(stream) - 1, min(n_train, len(stream))).round()
+        indices = sorted({int(i) for i in spaced})
+        train = [stream.examples[i] for i in indices]
+    else:
+        train = organism.training_examples(n_train, seed=seed, split="attribution")
     planted = np.array([organism.is_defect(ex, ex.completion) for ex in train])
     rng = random.Random(seed)
     queries = [organism.poisoned(rng) for _ in range(n_queries)]
@@ -105,7 +122,7 @@ def attribute_organism(
         precision[method] = float(planted[order[:n_pos]].mean()) if n_pos else float("nan")
         top[method] = [
             {
-                "index": int(i),
+                "index": int(i) if indices is None else indices[int(i)],
                 "score": float(score[i]),
                 "planted": bool(planted[i]),
                 "prompt": train[i].prompt,
@@ -113,4 +130,4 @@ def attribute_organism(
             }
             for i in order[:n_top]
         ]
-    return PlantedAttribution(aucs, controls_auc, baseline, precision, len(train), n_pos, top)
+    return PlantedAttribution(aucs, controls_auc, baseline, precision, len(train), n_pos, top, indices)

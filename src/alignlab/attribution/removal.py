@@ -122,7 +122,7 @@ def _outcome(organism: Organism, model: Transformer, n_eval: int) -> dict[str, A
 def removal_check(
     organism: Organism,
     setup: InstallSetup,
-    base: Transformer,
+    base: Transformer | None,
     seeds: Sequence[int],
     ks: Sequence[int],
     methods: Sequence[str],
@@ -136,7 +136,7 @@ def removal_check(
     Args:
         organism: the organism (its config is overridden by ``setup``'s rates by the caller).
         setup: the install (size, steps, batch, learning rate).
-        base: the base model every install starts from.
+        base: the base model every install starts from (None: installs from scratch).
         seeds: install seeds (data stream, sketch and the random arms' draws).
         ks: numbers of examples to remove.
         methods: attribution methods (`STREAM_METHODS`).

@@ -102,13 +102,14 @@ class ScoredInstall:
 def install_and_score(
     organism: Organism,
     cfg: TrainConfig,
-    base: Transformer,
+    base: Transformer | None,
     queries: Sequence[Example],
     methods: Sequence[str],
     n_snapshots: int = 4,
     dim: int = 4096,
 ) -> ScoredInstall:
-    """Install ``organism`` into ``base`` with ``cfg`` and score its whole training stream.
+    """Install ``organism`` into ``base`` (None: from scratch) with ``cfg`` and score its whole
+    training stream.
 
     The install is `alignlab.organisms.install`'s (same batches, bit for bit); it runs in a
     temporary directory. ``cfg.seed`` also seeds the gradient sketch.

@@ -31,7 +31,10 @@ def register(app: typer.Typer) -> None:
         seed: Annotated[int, typer.Option()] = 0,
         store: StoreOpt = None,
     ) -> None:
-        """Rank fresh installation-mix examples by how much they support the organism's defect.
+        """Rank the organism's installation examples by how much they support its defect.
+
+        For a stored install run these are the examples it trained on (evenly spaced indices of
+        its install stream); for a bare model directory, a fresh sample of the mix.
 
         Reports, per method (gradient dot product, cosine, influence function), the AUROC with
         which the poisoned examples are found, the same for clean-behaviour control queries and
@@ -56,6 +59,13 @@ def register(app: typer.Typer) -> None:
                 f"{run} records no organism; pass --organism (e.g. backdoor) to say whose data to trace"
             )
         name = org.name
+        stream = None
+        source_run = None if is_dir else st.get(run)
+        if source_run is not None and source_run.kind == "organism" and org is recorded:
+            from alignlab.organisms import install_stream
+            from alignlab.train import TrainConfig
+
+            stream = install_stream(org, TrainConfig.from_dict(source_run.config))
         config = {
             "model": model_ref,
             "organism": name,
@@ -64,12 +74,13 @@ def register(app: typer.Typer) -> None:
             "n_queries": n_queries,
             "dim": dim,
             "seed": seed,
+            "scored": "fresh sample" if stream is None else "install stream",
         }
         out, _ = st.get_or_create("attribution", config)
         st.set_status(out.id, "running")
         try:
             res = attribute_organism(
-                load(model_dir), org, n_train=n_train, n_queries=n_queries, dim=dim, seed=seed
+                load(model_dir), org, n_train=n_train, n_queries=n_queries, dim=dim, seed=seed, stream=stream
             )
             for method in res.auroc:
                 st.log_estimate(out.id, f"data_attribution_auroc/{method}", res.auroc[method])
@@ -82,7 +93,10 @@ def register(app: typer.Typer) -> None:
             st.set_status(out.id, "failed")
             raise
         st.set_status(out.id, "done")
-        typer.echo(f"attribution run {out.id}: {res.n_planted} of {res.n_train} examples poisoned ({name})")
+        source = "of its training examples" if stream is not None else "fresh examples of its mix"
+        typer.echo(
+            f"attribution run {out.id}: {res.n_planted} of {res.n_train} {source} poisoned ({name})"
+        )
         for method in res.auroc:
             typer.echo(
                 f"  {method:9s} AUROC {res.auroc[method]}  precision@{res.n_planted} "

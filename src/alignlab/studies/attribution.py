@@ -34,6 +34,7 @@ from alignlab.attribution.removal import RANDOM, RANDOM_POISON, removal_check
 from alignlab.attribution.setup import InstallSetup
 from alignlab.attribution.stream_lds import POISON_COUNT, stream_lds
 from alignlab.attribution.training_set import check_stream_methods
+from alignlab.errors import ConfigError
 from alignlab.model import Transformer
 from alignlab.organisms import TwoTriggerBackdoor, get_organism
 from alignlab.report import html as h
@@ -44,6 +45,9 @@ from alignlab.train.base_model import BaseSpec, base_run
 
 METHOD_NAMES = {"tracin": "TracIn", "influence": "influence (sketched Fisher)", "ekfac": "EK-FAC"}
 TWO_TRIGGER_TARGET = 0.8  # issue 17: AUROC of A-poison over B-poison
+# A part's result format, bumped when its stored result changes shape so that old part runs are
+# not read back (absent: the first format, which is not in the key).
+PART_FORMATS = {"two-trigger": 2}
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,7 @@ class AttributionSpec:
     removal: InstallSetup = dataclasses.field(default_factory=InstallSetup)
     removal_seeds: tuple[int, ...] = (0, 1, 2)
     ks: tuple[int, ...] = (160, 320)
-    two_trigger: InstallSetup = dataclasses.field(default_factory=lambda: InstallSetup(poison_rate=0.2))
+    two_trigger: InstallSetup = dataclasses.field(default_factory=lambda: InstallSetup(poison_rate=0.3))
     two_trigger_seeds: tuple[int, ...] = (0, 1, 2)
     lds: InstallSetup = dataclasses.field(
         default_factory=lambda: InstallSetup(steps=60, batch_size=16, poison_rate=0.3)
@@ -136,7 +140,10 @@ def _part(
     store: Store, part: str, config: dict[str, Any], compute: Callable[[], dict[str, Any]]
 ) -> dict[str, Any]:
     """One check as its own stored run: a finished one is read back, never redone."""
-    run, _ = store.get_or_create("attribution-part", {"part": part, **config}, name=f"attribution/{part}")
+    key = {"part": part, **config}
+    if part in PART_FORMATS:
+        key["format"] = PART_FORMATS[part]
+    run, _ = store.get_or_create("attribution-part", key, name=f"attribution/{part}")
     path = run.dir / "part.json"
     if run.status == "done" and path.exists():
         return dict(json.loads(path.read_text()))
@@ -159,99 +166,70 @@ def _base(store: Store, setup: InstallSetup) -> Transformer:
     return load(run.dir / "model")
 
 
+PARTS = ("removal", "two-trigger", "lds")
+
+
+def run_part(store: Store, spec: AttributionSpec, part: str) -> dict[str, Any]:
+    """One of `PARTS`, stored as an ``attribution-part`` run keyed by the spec fields it uses
+    (so the parts can also run in separate processes before the study collects them)."""
+    common = dict(n_queries=spec.n_queries, n_snapshots=spec.n_snapshots, dim=spec.dim)
+    key: dict[str, Any] = {"methods": list(spec.methods), **common}
+    compute: Callable[[], dict[str, Any]]
+    if part == "removal":
+        key.update(setup=dataclasses.asdict(spec.removal), seeds=list(spec.removal_seeds), ks=list(spec.ks))
+        key["n_eval"] = spec.n_eval
+
+        def compute() -> dict[str, Any]:
+            org = get_organism("backdoor", **spec.removal.organism_config())
+            base = _base(store, spec.removal)
+            res = removal_check(
+                org,
+                spec.removal,
+                base,
+                spec.removal_seeds,
+                spec.ks,
+                spec.methods,
+                n_eval=spec.n_eval,
+                **common,
+            )
+            return res.to_dict(spec.methods)
+
+    elif part == "two-trigger":
+        key.update(setup=dataclasses.asdict(spec.two_trigger), seeds=list(spec.two_trigger_seeds))
+        key["n_eval"] = spec.n_eval
+
+        def compute() -> dict[str, Any]:
+            org = get_organism("backdoor-two-trigger", **spec.two_trigger.organism_config())
+            assert isinstance(org, TwoTriggerBackdoor)
+            base = _base(store, spec.two_trigger)
+            res = trigger_discrimination(
+                org,
+                spec.two_trigger,
+                base,
+                spec.two_trigger_seeds,
+                spec.methods,
+                n_eval=spec.n_eval,
+                **common,
+            )
+            return res.to_dict()
+
+    elif part == "lds":
+        key.update(setup=dataclasses.asdict(spec.lds), subsets=spec.lds_subsets, fraction=spec.lds_fraction)
+
+        def compute() -> dict[str, Any]:
+            org = get_organism("backdoor", **spec.lds.organism_config())
+            base = _base(store, spec.lds)
+            res = stream_lds(org, spec.lds, base, spec.methods, spec.lds_subsets, spec.lds_fraction, **common)
+            return res.to_dict(spec.methods)
+
+    else:
+        raise ConfigError(f"unknown part {part!r}; choose one of {', '.join(PARTS)}")
+    return _part(store, part, key, compute)
+
+
 def run_attribution(store: Store, spec: AttributionSpec) -> dict[str, Any]:
     """Run the three checks (each stored as an ``attribution-part`` run) and summarise them."""
-    shared = {
-        "methods": list(spec.methods),
-        "n_queries": spec.n_queries,
-        "n_snapshots": spec.n_snapshots,
-        "dim": spec.dim,
-    }
-
-    def removal() -> dict[str, Any]:
-        org = get_organism("backdoor", **spec.removal.organism_config())
-        res = removal_check(
-            org,
-            spec.removal,
-            _base(store, spec.removal),
-            spec.removal_seeds,
-            spec.ks,
-            spec.methods,
-            spec.n_queries,
-            spec.n_eval,
-            spec.n_snapshots,
-            spec.dim,
-        )
-        return res.to_dict(spec.methods)
-
-    def two_trigger() -> dict[str, Any]:
-        org = get_organism("backdoor-two-trigger", **spec.two_trigger.organism_config())
-        assert isinstance(org, TwoTriggerBackdoor)
-        res = trigger_discrimination(
-            org,
-            spec.two_trigger,
-            _base(store, spec.two_trigger),
-            spec.two_trigger_seeds,
-            spec.methods,
-            spec.n_queries,
-            spec.n_eval,
-            spec.n_snapshots,
-            spec.dim,
-        )
-        return res.to_dict()
-
-    def lds() -> dict[str, Any]:
-        org = get_organism("backdoor", **spec.lds.organism_config())
-        res = stream_lds(
-            org,
-            spec.lds,
-            _base(store, spec.lds),
-            spec.methods,
-            spec.lds_subsets,
-            spec.lds_fraction,
-            spec.n_queries,
-            0,
-            spec.n_snapshots,
-            spec.dim,
-        )
-        return res.to_dict(spec.methods)
-
-    parts = {
-        "removal": _part(
-            store,
-            "removal",
-            {
-                **shared,
-                "setup": dataclasses.asdict(spec.removal),
-                "seeds": list(spec.removal_seeds),
-                "ks": list(spec.ks),
-                "n_eval": spec.n_eval,
-            },
-            removal,
-        ),
-        "two_trigger": _part(
-            store,
-            "two-trigger",
-            {
-                **shared,
-                "setup": dataclasses.asdict(spec.two_trigger),
-                "seeds": list(spec.two_trigger_seeds),
-                "n_eval": spec.n_eval,
-            },
-            two_trigger,
-        ),
-        "lds": _part(
-            store,
-            "lds",
-            {
-                **shared,
-                "setup": dataclasses.asdict(spec.lds),
-                "subsets": spec.lds_subsets,
-                "fraction": spec.lds_fraction,
-            },
-            lds,
-        ),
-    }
+    parts = {name.replace("-", "_"): run_part(store, spec, name) for name in PARTS}
     return {"answer": _answer(spec.methods, parts), "methods": list(spec.methods), **parts}
 
 
@@ -269,15 +247,18 @@ def _removal_line(methods: tuple[str, ...] | list[str], removal: dict[str, Any])
 
 
 def _two_trigger_line(methods: tuple[str, ...] | list[str], two: dict[str, Any]) -> str:
-    best = max(methods, key=lambda m: two["auroc"]["trained"][m]["value"])
-    trained, untrained = _est(two["auroc"]["trained"][best]), _est(two["auroc"]["untrained"][best])
-    met = "meets" if trained.value >= TWO_TRIGGER_TARGET else "misses"
-    above = "above" if trained.lo > untrained.hi else "not clearly above"
-    name = METHOD_NAMES.get(best, best)
-    return (
-        f"two triggers: best A-vs-B AUROC {name} {trained} ({met} {TWO_TRIGGER_TARGET}), "
-        f"{above} its untrained-model baseline {untrained}"
-    )
+    parts = []
+    for query in ("plain", "contrast"):
+        by = two["auroc"][query]
+        best = max(methods, key=lambda m: by["trained"][m]["value"])
+        trained, untrained = _est(by["trained"][best]), _est(by["untrained"][best])
+        met = "meets" if trained.value >= TWO_TRIGGER_TARGET else "misses"
+        above = "above" if trained.lo > untrained.hi else "not clearly above"
+        parts.append(
+            f"{query} query {METHOD_NAMES.get(best, best)} {trained} ({met} {TWO_TRIGGER_TARGET}; "
+            f"{above} the untrained model's {untrained})"
+        )
+    return "two triggers, A-vs-B AUROC: " + "; ".join(parts)
 
 
 def _lds_line(methods: tuple[str, ...] | list[str], lds: dict[str, Any]) -> str:
@@ -326,9 +307,11 @@ def _method_rows(result: dict[str, Any]) -> list[list[str]]:
     return [
         [
             METHOD_NAMES.get(m, m),
-            str(_est(two["trained"][m])),
-            str(_est(two["untrained"][m])),
-            str(_est(two["base"][m])),
+            *(
+                str(_est(two[q][model][m]))
+                for q in ("plain", "contrast")
+                for model in ("trained", "untrained", "base")
+            ),
             str(_est(lds[m])),
             str(_est(lds[f"untrained/{m}"])),
             ", ".join(map(str, result["removal"]["beats_random_poison_at_k"][m])) or "none",
@@ -340,9 +323,11 @@ def _method_rows(result: dict[str, Any]) -> list[list[str]]:
 REMOVAL_HEAD = ["removed by", "k", "poison removed", "attack success after", "gain over random-poison"]
 METHOD_HEAD = [
     "method",
-    "A-vs-B AUROC (trained)",
-    "untrained",
-    "base model",
+    *(
+        f"A-vs-B AUROC {q}: {model}"
+        for q in ("plain", "contrast")
+        for model in ("trained", "untrained", "base")
+    ),
     "LDS",
     "LDS untrained",
     "beats random-poison at k",
