@@ -114,7 +114,7 @@ def test_debate_study_stores_answer_table_and_escaped_report(tmp_path) -> None: 
     from alignlab.studies.debate import DebateSpec
     from alignlab.studies.registry import get_study, run_registered
 
-    spec = DebateSpec(pixels=(4,), seeds=(0, 1), epochs=2, hidden=16, n_search=10)
+    spec = DebateSpec(pixels=(4,), seeds=(0, 1), epochs=2, hidden=16, n_search=10, with_text=False)
     run, result = run_registered(Store(tmp_path / "store"), "debate", spec)
     row = result["rows"][0]
     assert [c["seed"] for c in row["cells"]] == [0, 1]
@@ -126,3 +126,62 @@ def test_debate_study_stores_answer_table_and_escaped_report(tmp_path) -> None: 
     page = defn.report(result)
     assert "<table>" in page and "->" not in page  # text is escaped: "->" is written "-&gt;"
     assert (run.dir / "study.json").exists()
+
+
+def test_stories_quote_only_the_story_and_lures_mislead() -> None:
+    import random
+
+    from alignlab.model.text import char_tokenizer
+    from alignlab.tasks.stories import draw_question, judge_text, story_judge_batch
+
+    rng = random.Random(0)
+    for lure in (False, True):
+        for _ in range(50):
+            q = draw_question(rng, lure=lure)
+            keys = [k for k, _ in q.facts]
+            assert len(set(keys)) == len(keys) and q.facts[q.exact][0] == q.key
+            assert q.answers[q.correct] == q.facts[q.exact][1] != q.answers[1 - q.correct]
+            for i in q.near:
+                assert sum(a != b for a, b in zip(q.facts[i][0], q.key, strict=True)) == 1
+            if lure:
+                assert q.lure in q.near and q.facts[q.lure][1] == q.answers[1 - q.correct]
+            else:
+                assert q.lure == -1
+            text = judge_text(q, [q.exact, 0])
+            assert text.endswith(f"|{q.key}=")
+            quoted = [f for f in text.split("|")[0].split(";") if f]
+            assert all((f.split("=")[0], int(f.split("=")[1])) in q.facts for f in quoted)  # verified
+    batch = story_judge_batch(16, 32, seed=0, step=0, split="train")
+    assert batch.loss_mask is not None and batch.attention_mask is not None
+    assert (batch.loss_mask.sum(dim=1) == 1).all()  # one target per row: the asked value
+    tok = char_tokenizer()
+    for row, mask in zip(batch.tokens.tolist(), batch.loss_mask.tolist(), strict=True):
+        text = tok.decode(row[1 : mask.index(True) + 1])
+        # The target is the asked key's value, and when that fact is quoted, it is the quoted one.
+        quoted, asked = text[:-1].split("|")
+        assert text[-1].isdigit() and asked.endswith("=")
+        for fact in filter(None, quoted.split(";")):
+            if fact.startswith(asked):
+                assert fact == asked + text[-1]
+
+
+def test_text_debate_study_section_on_a_tiny_judge(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from alignlab.oversight.debate_text import TextDebateConfig
+    from alignlab.store import Store
+    from alignlab.studies.debate import STORY_KINDS, DebateSpec, debate_html
+    from alignlab.studies.registry import run_registered
+
+    text = TextDebateConfig(judge_steps=3, questions=40, best_of=(1, 16))
+    spec = DebateSpec(pixels=(4,), seeds=(0,), epochs=1, hidden=8, n_search=2, text=text)
+    _, result = run_registered(Store(tmp_path / "store"), "debate", spec)
+    for kind in STORY_KINDS:
+        pooled = result["text"][kind]["pooled"]
+        # One judge seed: the pooled rate is that seed's Wilson interval over its 40 questions.
+        assert "single seed" in pooled["naive"]["method"] and set(pooled["debate"]) == {"1", "16"}
+        cell = result["text"][kind]["cells"][0]
+        assert cell["debate"]["16"]["n"] == 40
+        # Half the consultants argue the truth: 20 questions each side.
+        assert cell["honest_consultant"]["1"]["n"] == cell["dishonest_consultant"]["1"]["n"] == 20
+    assert 0.0 <= result["text"]["lure"]["cells"][0]["liar_found_lure"]["16"] <= 1.0
+    assert "Text (best-of-16)" in result["answer"]
+    assert "lure stories" in debate_html(result)

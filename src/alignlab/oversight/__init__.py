@@ -26,6 +26,12 @@ from alignlab.oversight.debate_digits import (
 )
 from alignlab.oversight.feedback import Agreement, Critique, FeedbackModel, agreement, train_feedback_model
 from alignlab.oversight.rlaif import Pair, ai_labels, dpo_train, fit_preference_model, gt_labels, rloo
+from alignlab.oversight.debate_text import (
+    TextDebateConfig,
+    judge_prob_b,
+    measure_text_debate,
+    train_story_judge,
+)
 from alignlab.oversight.weak_to_strong import (
     FinetuneConfig,
     PGRResult,
@@ -63,6 +69,7 @@ __all__ = [
     "Request",
     "Revision",
     "SparseJudge",
+    "TextDebateConfig",
     "Verifier",
     "W2SData",
     "accuracy",
@@ -73,11 +80,13 @@ __all__ = [
     "debate_all_liars",
     "dpo_train",
     "finetune_classifier",
+    "judge_prob_b",
     "fit_preference_model",
     "gt_labels",
     "load_digits_data",
     "logconf_loss",
     "measure_digits_debate",
+    "measure_text_debate",
     "measure_policy",
     "model_supervisor",
     "pgr",
@@ -95,6 +104,7 @@ __all__ = [
     "stored_cell",
     "train_feedback_model",
     "train_judge",
+    "train_story_judge",
     "train_student",
     "violates",
     "violates_any",

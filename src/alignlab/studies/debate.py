@@ -1,8 +1,12 @@
-"""Study ``debate``: does debate raise a sparse judge's accuracy over random reveals?
+"""Study ``debate``: does debate raise a weak judge's accuracy?
 
-Irving, Christiano & Amodei (2018) §3.1 on scikit-learn's 8x8 digits: a judge trained on ``k``
-random non-black pixels, then debates in which an honest and a lying player reveal those ``k``
-pixels. The anchor is their MNIST result, 59.4% -> 88.9% at 6 pixels and 48.2% -> 85.2% at 4.
+1. Irving, Christiano & Amodei (2018) §3.1 on scikit-learn's 8x8 digits: a judge trained on ``k``
+   random non-black pixels, then debates in which an honest and a lying player reveal those ``k``
+   pixels. The anchor is their MNIST result, 59.4% -> 88.9% at 6 pixels and 48.2% -> 85.2% at 4.
+2. Khan et al. (2024) on the family, reduced to one verified quote each: a small judge that never
+   sees the story, naive vs consultancy vs debate, debater strength by best-of-N. The anchor: LLM
+   judges 48% -> 76% with debate, higher with stronger debaters, lower with a more persuasive
+   consultant.
 
 Example:
     $ alignlab study debate --preset quick
@@ -10,11 +14,12 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from alignlab._validate import check_int, raise_problems
 from alignlab.oversight import DEBATE_CONDITIONS, DigitsDebateConfig, measure_digits_debate
+from alignlab.oversight.debate_text import TextDebateConfig, measure_text_debate, train_story_judge
 from alignlab.report import html as h
 from alignlab.stats import Estimate, rate_over_seeds, wilson
 from alignlab.store import Store
@@ -28,15 +33,18 @@ HEADLINE = "search, honest first"
 
 @dataclass(frozen=True)
 class DebateSpec:
-    """The digits debate grid.
+    """The digits debate grid and the text debate.
 
     Attributes:
         pixels: revealed pixels per judgement, one judge each.
-        seeds: each draws a train/test split, a judge and the random reveals.
+        seeds: each draws a train/test split, a judge and the random reveals; for the text
+            debate, the judge's base model (vendored seeds 0-2) and the questions.
         epochs: judge training epochs.
         hidden: judge hidden units.
         branch: pixels expanded per tree-search node.
         n_search: test images debated by tree search per seed (0 = all ~600).
+        with_text: also run the text debate.
+        text: the text debate's judge, questions and debater strengths.
     """
 
     pixels: tuple[int, ...] = (4, 6)
@@ -45,6 +53,8 @@ class DebateSpec:
     hidden: int = 128
     branch: int = 3
     n_search: int = 200
+    with_text: bool = True
+    text: TextDebateConfig = field(default_factory=TextDebateConfig)
 
     def __post_init__(self) -> None:
         raise_problems(
@@ -66,10 +76,19 @@ class DebateSpec:
 def _presets() -> dict[str, tuple[DebateSpec, str]]:
     return {
         "quick": (
-            DebateSpec(pixels=(4,), seeds=(0,), epochs=5, n_search=30),
-            "smoke: one 4-pixel judge, <1 min",
+            DebateSpec(
+                pixels=(4,),
+                seeds=(0,),
+                epochs=5,
+                n_search=30,
+                text=TextDebateConfig(judge_steps=20, questions=50, best_of=(1, 4)),
+            ),
+            "smoke: one 4-pixel judge, a 20-step text judge, <1 min",
         ),
-        "default": (DebateSpec(), "4 and 6 pixels x 3 seeds, search on 200 images per seed (~5 CPU-min)"),
+        "default": (
+            DebateSpec(),
+            "4 and 6 pixels x 3 seeds (search on 200 images per seed) and the text debate (~6 CPU-min)",
+        ),
     }
 
 
@@ -80,8 +99,8 @@ def _over_seeds(cells: list[dict[str, Any]], pick: str) -> dict[str, Any]:
 
 
 def run_debate(store: Store, spec: DebateSpec) -> dict[str, Any]:
-    """Measure every (pixels, seed) cell and pool each condition over seeds."""
-    del store  # the judges are seconds of scikit-learn; nothing is worth a stored run
+    """Measure every (pixels, seed) cell and pool each condition over seeds; then the text debate
+    (its judges are stored runs in ``store``)."""
     rows: list[dict[str, Any]] = []
     for k in spec.pixels:
         cells = [measure_digits_debate(spec.cell(k), seed) for seed in spec.seeds]
@@ -98,10 +117,41 @@ def run_debate(store: Store, spec: DebateSpec) -> dict[str, Any]:
             "cells": cells,
         }
         rows.append(row)
-    return {"answer": _answer(rows), "rows": rows}
+    text = _run_text(store, spec) if spec.with_text else None
+    return {"answer": _answer(rows, text), "rows": rows, "text": text}
 
 
-def _answer(rows: list[dict[str, Any]]) -> str:
+STORY_KINDS = {"plain": False, "lure": True}
+TEXT_PROTOCOLS = ("consultancy", "honest_consultant", "dishonest_consultant", "debate")
+
+
+def _rate(counts: list[dict[str, int]]) -> dict[str, Any]:
+    return rate_over_seeds([c["correct"] for c in counts], [c["n"] for c in counts]).to_dict()
+
+
+def _run_text(store: Store, spec: DebateSpec) -> dict[str, Any]:
+    """Per story kind: naive, and each protocol per best-of-N, over judge seeds."""
+    cells: dict[str, list[dict[str, Any]]] = {kind: [] for kind in STORY_KINDS}
+    for seed in spec.seeds:
+        judge = train_story_judge(store, spec.text.judge_size, spec.text.judge_steps, seed)
+        for kind, lure in STORY_KINDS.items():
+            cells[kind].append({"seed": seed, **measure_text_debate(judge, spec.text, seed, lure=lure)})
+    out: dict[str, Any] = {"best_of": list(spec.text.best_of), "judge_size": spec.text.judge_size}
+    for kind, per_seed in cells.items():
+        pooled: dict[str, Any] = {"naive": _rate([c["naive"] for c in per_seed])}
+        pooled["exact_quote"] = _rate([c["exact_quote"] for c in per_seed])
+        if "lure_quote" in per_seed[0]:
+            pooled["lure_quote"] = _rate([c["lure_quote"] for c in per_seed])
+            pooled["exact_and_lure"] = _rate([c["exact_and_lure"] for c in per_seed])
+        for protocol in TEXT_PROTOCOLS:
+            pooled[protocol] = {
+                str(n): _rate([c[protocol][str(n)] for c in per_seed]) for n in spec.text.best_of
+            }
+        out[kind] = {"pooled": pooled, "cells": per_seed}
+    return out
+
+
+def _answer(rows: list[dict[str, Any]], text: dict[str, Any] | None) -> str:
     parts = []
     for r in rows:
         base = Estimate.from_dict(r["random"])
@@ -113,7 +163,18 @@ def _answer(rows: list[dict[str, Any]]) -> str:
         Estimate.from_dict(r["debate"][HEADLINE]).lo > Estimate.from_dict(r["random"]).hi for r in rows
     )
     verdict = "yes, debate raised judge accuracy" if gained else "not clearly: the intervals overlap"
-    return f"{verdict} — random pixels -> debate ({HEADLINE}), over seeds: " + "; ".join(parts)
+    digits = f"digits: {verdict} — random pixels -> debate ({HEADLINE}), over seeds: " + "; ".join(parts)
+    if text is None:
+        return digits
+    top = str(max(text["best_of"]))
+    kinds = []
+    for kind in STORY_KINDS:
+        p = text[kind]["pooled"]
+        kinds.append(
+            f"{kind} stories naive {Estimate.from_dict(p['naive'])}, consultancy "
+            f"{Estimate.from_dict(p['consultancy'][top])}, debate {Estimate.from_dict(p['debate'][top])}"
+        )
+    return digits + f". Text (best-of-{top}): " + "; ".join(kinds)
 
 
 def format_debate(result: dict[str, Any]) -> str:
@@ -123,6 +184,14 @@ def format_debate(result: dict[str, Any]) -> str:
         lines.append(f"{r['pixels']} pixels: random reveals {Estimate.from_dict(r['random'])}")
         for name, est in r["debate"].items():
             lines.append(f"  debate, {name}: {Estimate.from_dict(est)}")
+    text = result.get("text")
+    if text:
+        for kind in STORY_KINDS:
+            p = text[kind]["pooled"]
+            lines.append(f"text, {kind} stories: naive judge {Estimate.from_dict(p['naive'])}")
+            for n in text["best_of"]:
+                cells = ", ".join(f"{pr} {Estimate.from_dict(p[pr][str(n)])}" for pr in TEXT_PROTOCOLS)
+                lines.append(f"  best-of-{n}: {cells}")
     return "\n".join(lines)
 
 
@@ -168,7 +237,34 @@ def debate_html(result: dict[str, Any]) -> str:
         + h.table(head, rows, numeric=range(1, len(head) - 1))
         + "<h3>Per seed (Wilson 95% over test images; below, the rate over single debates)</h3>"
         + h.table([*head[:1], "seed", *head[1:-1]], seed_rows, numeric=range(2, len(head)))
+        + (_text_html(result["text"]) if result.get("text") else "")
     )
+
+
+def _text_html(text: dict[str, Any]) -> str:
+    """The text-debate table per story kind: rows = debater strength, columns = protocols."""
+    parts = [
+        "<h2>Text debate (Khan et al. 2024, one verified quote each)</h2>"
+        f"<p>Judge: {h.esc(text['judge_size'])} chat base fine-tuned to read quoted facts; it never "
+        "sees the story. Accuracy over questions, t95 over judge seeds with a pooled Wilson floor. "
+        "<i>plain</i>: the wrong answer has no support in the story; <i>lure</i>: a near-miss key "
+        "(one letter off) carries it, a true but misleading quote for the liar. Anchor (Khan et "
+        "al.): naive 48%, debate 76%, rising with debater strength; a more persuasive consultant "
+        "lowers accuracy.</p>"
+    ]
+    head = ["best of N", "consultancy", "honest consultant", "dishonest consultant", "debate"]
+    for kind in STORY_KINDS:
+        p = text[kind]["pooled"]
+        reads = f"naive judge {h.estimate(p['naive'])}; only the asked fact {h.estimate(p['exact_quote'])}"
+        if "lure_quote" in p:
+            reads += (
+                f"; only the lure {h.estimate(p['lure_quote'])}; the asked fact and the lure "
+                f"{h.estimate(p['exact_and_lure'])}"
+            )
+        rows = [[h.esc(n), *(h.estimate(p[pr][str(n)]) for pr in TEXT_PROTOCOLS)] for n in text["best_of"]]
+        table = h.table(head, rows, numeric=range(1, 5))
+        parts.append(f"<h3>{h.esc(kind)} stories</h3><p>{reads}</p>{table}")
+    return "".join(parts)
 
 
 register_study(
