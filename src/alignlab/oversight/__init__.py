@@ -24,14 +24,14 @@ from alignlab.oversight.debate_digits import (
     random_pixel_correct,
     train_judge,
 )
-from alignlab.oversight.feedback import Agreement, Critique, FeedbackModel, agreement, train_feedback_model
-from alignlab.oversight.rlaif import Pair, ai_labels, dpo_train, fit_preference_model, gt_labels, rloo
 from alignlab.oversight.debate_text import (
     TextDebateConfig,
     judge_prob_b,
     measure_text_debate,
     train_story_judge,
 )
+from alignlab.oversight.feedback import Agreement, Critique, FeedbackModel, agreement, train_feedback_model
+from alignlab.oversight.rlaif import Pair, ai_labels, dpo_train, fit_preference_model, gt_labels, rloo
 from alignlab.oversight.weak_to_strong import (
     FinetuneConfig,
     PGRResult,
@@ -80,14 +80,14 @@ __all__ = [
     "debate_all_liars",
     "dpo_train",
     "finetune_classifier",
-    "judge_prob_b",
     "fit_preference_model",
     "gt_labels",
+    "judge_prob_b",
     "load_digits_data",
     "logconf_loss",
     "measure_digits_debate",
-    "measure_text_debate",
     "measure_policy",
+    "measure_text_debate",
     "model_supervisor",
     "pgr",
     "pgr_over_seeds",
