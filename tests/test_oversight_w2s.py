@@ -84,3 +84,88 @@ def test_verify_task_half_wrong_and_probe_blind_to_transpositions() -> None:
     assert not {it.example.prompt for it in test} & {it.example.prompt for it in items}
     batch = encode_verify(items[:3])
     assert batch.reply_mask.sum(dim=1).tolist() == [len(it.example.completion) + 1 for it in items[:3]]
+
+
+def _vendored_base(size: str, seed: int):  # type: ignore[no-untyped-def]
+    from pathlib import Path
+
+    import alignlab
+    from alignlab.model import load
+
+    return load(Path(alignlab.__file__).parent / "data" / "base_models" / f"{size}-seed{seed}" / "model")
+
+
+def test_verification_is_latent_in_the_base_and_not_in_the_probe() -> None:
+    from alignlab.oversight import Verifier, accuracy, probe_supervisor, w2s_data
+    from alignlab.oversight.weak_to_strong import fit_head
+
+    data = w2s_data(seed=0, n_weak=300, n_transfer=300, n_test=300)
+    probe_scores, soft = probe_supervisor(data, seed=0)
+    # The probe sees substitutions only: about 0.5 + 0.25 = 0.75 (measured 0.77 on 1,000).
+    assert 0.65 < probe_scores["accuracy"] < 0.85
+    assert probe_scores["by_kind"]["transposition"] < 0.2
+    assert soft.shape == (300,)
+    # Two scalars on the frozen base's surprisal already verify (measured 0.997 on 1,000), and
+    # a fresh model of the same shape cannot: the knowledge comes from pretraining.
+    _, transfer, test = data.batches
+    base = Verifier(_vendored_base("al-30k", 0))
+    fit_head(base, transfer, transfer.labels.float())
+    from alignlab.model import Transformer
+
+    fresh = Verifier(Transformer(base.model.cfg))
+    fit_head(fresh, transfer, transfer.labels.float())
+    assert accuracy(base, test) > 0.95
+    assert accuracy(fresh, test) < 0.7
+
+
+def test_finetuning_on_weak_labels_moves_the_student_towards_them() -> None:
+    from alignlab.oversight import (
+        FinetuneConfig,
+        finetune_classifier,
+        predict_proba,
+        probe_supervisor,
+        w2s_data,
+    )
+
+    data = w2s_data(seed=1, n_weak=200, n_transfer=200, n_test=50)
+    _, soft = probe_supervisor(data, seed=1)
+    _, transfer, _ = data.batches
+    model = _vendored_base("al-30k", 0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = FinetuneConfig(steps=8, batch_size=16, lr=3e-3)
+    xent = finetune_classifier(model, transfer, torch.tensor(soft), cfg, loss="xent", seed=0)
+    conf = finetune_classifier(model, transfer, torch.tensor(soft), cfg, loss="logconf", seed=0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the base is untouched
+    trans = np.array([it.kind == "transposition" for it in data.transfer])
+    # The probe calls transpositions right; a student fitted to it calls them right more often than
+    # the self-confident one, which keeps half its weight on its own (correct) hardened view.
+    p_xent, p_conf = predict_proba(xent, transfer)[trans], predict_proba(conf, transfer)[trans]
+    assert p_xent.mean() > p_conf.mean()
+
+
+def test_weak_to_strong_study_grid_guard_and_report(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from alignlab.errors import ConfigError
+    from alignlab.store import Store
+    from alignlab.studies.registry import get_study, run_registered
+    from alignlab.studies.weak_to_strong import WeakToStrongSpec
+
+    assert WeakToStrongSpec().pairs() == [
+        ("probe", "al-30k"), ("probe", "al-100k"), ("probe", "al-300k"),
+        ("al-30k", "al-100k"), ("al-30k", "al-300k"), ("al-100k", "al-300k"),
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="smallest first"):
+        WeakToStrongSpec(sizes=("al-100k", "al-30k"))
+    spec = WeakToStrongSpec(sizes=("al-30k",), seeds=(0, 1), n_weak=40, n_transfer=40, n_test=40, steps=2)
+    _, result = run_registered(Store(tmp_path / "store"), "weak-to-strong", spec)
+    (cell,) = result["cells"]
+    assert (cell["weak"], cell["strong"]) == ("probe", "al-30k")
+    for loss in ("xent", "logconf"):
+        lc = cell["losses"][loss]
+        pgr = lc["pgr"]
+        if "student_acc" in lc:  # students were trained: the guard was decided on all three
+            assert len(lc["student_acc"]) == 2
+            assert pgr["measurable"] == (pgr["gap"] > 3 * pgr["noise_sd"])
+        assert pgr["measurable"] == (pgr["estimate"] is not None)
+    defn = get_study("weak-to-strong")
+    assert defn.summary(result).startswith(result["answer"])
+    assert "<table>" in defn.report(result)
