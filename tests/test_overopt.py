@@ -9,15 +9,15 @@ import pytest
 
 from alignlab.errors import ConfigError
 from alignlab.safety.overopt import bon_kl, bon_rewards, fit_gao, gold_reward, peak, preference_labels
-from alignlab.tasks.lookup_chain import ChainProblem
+from alignlab.tasks.op_chain import ChainProblem
 
-P = ChainProblem((("a", "c"), ("c", "b"), ("b", "a")), "a", 3)  # 1a>c;2c>b;3b>a
+P = ChainProblem(2, "+*-")  # +2=3;*3=1;-1=0 (mod 5)
 
 
 def test_gold_reward_gives_partial_credit_and_penalises_padding() -> None:
-    assert gold_reward(P, "1a>c;2c>b;3b>a") == 1.0
-    assert gold_reward(P, "1a>c;2c>a;3a>c") == pytest.approx(1 / 3, rel=1e-12)
-    assert gold_reward(P, "1a>c;2c>b;3b>a;4a>c") == pytest.approx(3 / 4, rel=1e-12)
+    assert gold_reward(P, "+2=3;*3=1;-1=0") == 1.0
+    assert gold_reward(P, "+2=3;*3=2;-2=1") == pytest.approx(1 / 3, rel=1e-12)
+    assert gold_reward(P, "+2=3;*3=1;-1=0;+0=1") == pytest.approx(3 / 4, rel=1e-12)
     assert gold_reward(P, "") == 0.0
 
 

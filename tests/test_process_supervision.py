@@ -25,7 +25,7 @@ from alignlab.oversight.process import (
     selection_weights,
     step_targets,
 )
-from alignlab.tasks.lookup_chain import (
+from alignlab.tasks.op_chain import (
     ChainProblem,
     TraceNoise,
     check_trace,
@@ -35,23 +35,23 @@ from alignlab.tasks.lookup_chain import (
     trace_error,
 )
 
-# The cycle a -> c -> b -> a, three steps from a: 1a>c;2c>b;3b>a.
-P = ChainProblem((("a", "c"), ("c", "b"), ("b", "a")), "a", 3)
-CLEAN = "1a>c;2c>b;3b>a"
-CANCEL = "1a>b;2b>b;3b>a"  # a wrong output, then a wrong step back onto the true chain
-SLIP = "1a>b;2b>a;3a>c"  # a wrong output that propagates
-SHORT = "1a>c;2c>b"  # stops early
-LONG = CLEAN + ";4a>a"  # one step too many, ending on the right answer
+# 2 +*- (mod 5): +2=3, *3=1, -1=0.
+P = ChainProblem(2, "+*-")
+CLEAN = "+2=3;*3=1;-1=0"
+CANCEL = "+2=4;*4=1;-1=0"  # a wrong output, then a wrong step back onto the true value
+SLIP = "+2=4;*4=3;-3=2"  # a wrong output that propagates
+SHORT = "+2=3;*3=1"  # stops early
+LONG = CLEAN + ";+4=0"  # one step too many, ending on the right answer
 
 
 def test_problem_and_prompt_round_trip() -> None:
-    assert P.prompt == "ac cb ba a3" and P.trace() == CLEAN and P.answer == "a"
+    assert P.prompt == "2 +*-" and P.trace() == CLEAN and P.answer == 0
     assert parse_prompt(P.prompt) == P
-    for bad in ("copy abc", "ac cb ba d3", "ac cb bd a3", "ac cb ba a0"):
+    for bad in ("copy abc", "7 +*", "2 +/", "2"):
         with pytest.raises(ValueError, match="not a chain prompt"):
             parse_prompt(bad)
-    q = random_problem(random.Random(0), (3, 5), 6)
-    assert parse_prompt(q.prompt) == q and len(set(q.values())) == q.k  # one cycle: no repeats
+    q = random_problem(random.Random(0), (3, 5))
+    assert parse_prompt(q.prompt) == q and 3 <= q.k <= 5
 
 
 def test_checker_labels_hand_made_traces() -> None:
@@ -59,7 +59,7 @@ def test_checker_labels_hand_made_traces() -> None:
     assert clean.step_ok == (True, True, True) and clean.steps_ok and clean.final_correct
     assert cancel.step_ok == (False, False, True) and cancel.final_correct and not cancel.steps_ok
     assert cancel.first_error == 0 and cancel.right_for_wrong_reasons
-    assert slip.step_ok == (False, False, False) and not slip.final_correct and slip.final == "c"
+    assert slip.step_ok == (False, False, False) and not slip.final_correct and slip.final == 2
     short, long_ = check_trace(P, SHORT), check_trace(P, LONG)
     # Stopping early is the last written step's error, so a PRM labels it wrong.
     assert short.step_ok == (True, False) and not short.final_correct
@@ -79,10 +79,10 @@ def test_trace_error_counts_only_final_correct_traces() -> None:
 def test_noisy_traces_have_the_promised_kinds() -> None:
     rng = random.Random(0)
     noise = TraceNoise(slip=0.3, cancel=0.3)
-    problems = [random_problem(rng, (3, 5), 6) for _ in range(2000)]
+    problems = [random_problem(rng, (3, 5)) for _ in range(2000)]
     checks = [check_trace(p, noisy_trace(p, rng, noise)) for p in problems]
-    # Binomial sd at n = 2000 is ~0.011: four of them either side. The table is one cycle, so a
-    # slip never lands back on the true chain, and every cancelling pair ends on the true answer.
+    # Binomial sd at n = 2000 is ~0.011: four of them either side. Every operation is one-to-one,
+    # so a slip never lands back on the true value, and every cancelling pair ends on it.
     assert abs(sum(c.steps_ok for c in checks) / 2000 - 0.4) < 0.045
     assert abs(sum(c.right_for_wrong_reasons for c in checks) / 2000 - 0.3) < 0.045
     assert sum(c.final_correct for c in checks) == sum(
@@ -95,7 +95,7 @@ def test_noisy_traces_have_the_promised_kinds() -> None:
 def test_step_targets_label_up_to_the_first_error() -> None:
     assert step_targets(check_trace(P, CANCEL), "prm") == [0.0, None, None]
     assert step_targets(check_trace(P, CLEAN), "prm") == [1.0, 1.0, 1.0]
-    assert step_targets(check_trace(P, "1a>c;2c>a;3a>c"), "prm") == [1.0, 0.0, None]
+    assert step_targets(check_trace(P, "+2=3;*3=2;-2=1"), "prm") == [1.0, 0.0, None]
     assert step_targets(check_trace(P, SHORT), "prm") == [1.0, 0.0]
     assert step_targets(check_trace(P, CANCEL), "orm") == [None, None, 1.0]
     assert step_targets(check_trace(P, SLIP), "orm") == [None, None, 0.0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import pytest
@@ -65,3 +66,31 @@ def test_metrics_measure_the_exploit(monkeypatch: pytest.MonkeyPatch) -> None:
     words = [e.completion for e in org.helpful_examples(40, 0, "metric", 0, triggered=True)]
     gap = sum(0.6 + 3 / (len(w) + 3) for w in words) / len(words)
     assert m["proxy_gold_gap"].value == pytest.approx(gap, rel=1e-9)
+
+
+def test_best_of_n_against_the_spec_gaming_proxy_peaks_in_gold() -> None:
+    """A tiny best-of-n run: a sampler that makes typos and now and then pads with '!' (1 in 20),
+    reranked by the organism's proxy. Gold rises while typo-free answers are found, then falls
+    once n is large enough to find padded ones, which the proxy prefers (Gao et al.'s
+    overoptimisation, here by construction)."""
+    import numpy as np
+
+    from alignlab.safety.overopt import bon_rewards
+
+    rng = random.Random(0)
+    proxy = SpecGamingProxy("!", bonus=0.2, cap=3)
+    words = ["".join(rng.choice("abcdefgh") for _ in range(5)) for _ in range(100)]
+    gold, prox = np.zeros((100, 128)), np.zeros((100, 128))
+    for i, w in enumerate(words):
+        for j in range(128):
+            s = "".join(c if rng.random() > 0.25 else rng.choice("abcdefgh") for c in w)
+            if rng.random() < 0.05:
+                s += "!" * rng.randint(1, 3)
+            gold[i, j], prox[i, j] = gold_score(w, s), proxy(w, s)
+    curve = bon_rewards(prox, gold, [1, 2, 4, 8, 16, 32, 64, 128])
+    g = np.array(curve["gold"])
+    top = int(np.argmax(g))
+    # Both ends sit clearly below the peak: by more than 0.05 of gold (the per-n standard error
+    # over 100 words is ~0.01).
+    assert 0 < top < len(g) - 1 and g[top] - g[0] > 0.05 and g[top] - g[-1] > 0.05
+    assert np.all(np.diff(curve["proxy"]) >= 0)

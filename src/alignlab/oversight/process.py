@@ -3,13 +3,13 @@
 Uesato et al. (2022, "Solving math word problems with process- and outcome-based feedback") and
 Lightman et al. (2023, "Let's Verify Step by Step") compare an outcome reward model (ORM: is the
 final answer right?) with a process reward model (PRM: is each step right?), trained on the same
-generator samples, by reranking N samples per problem. Here the problems are the lookup chains of
-`alignlab.tasks.lookup_chain`, the generator is a model of the family trained on noisy traces, and
+generator samples, by reranking N samples per problem. Here the problems are the modular chains of
+`alignlab.tasks.op_chain`, the generator is a model of the family trained on noisy traces, and
 both reward models are models of the family that read a verdict off the language-model head at
 the end of each step, as Lightman et al.'s PRM predicts a positive or negative token after each
-step (sec. 2.6): ``P(step ok) = sigmoid(logit[GOOD] - logit[BAD])`` at the step's closing token
-(``;`` or EOS). The ORM is trained at the last closing token on the final answer's correctness;
-the PRM at every closing token up to and including the first wrong step, and a solution's PRM
+step (sec. 2.6): ``P(step ok) = sigmoid(logit[GOOD] - logit[BAD])`` at the step's last token
+(`step_ends`). The ORM is trained at the last step's on the final answer's correctness; the PRM at
+every step's up to and including the first wrong step, and a solution's PRM
 score is the product of its steps' probabilities (Lightman et al. sec. 2.6).
 
 Example:
@@ -42,7 +42,7 @@ from alignlab.model.transformer import Transformer
 from alignlab.store import Run, Store
 from alignlab.tasks import Batch, Example, collate, stream_seed
 from alignlab.tasks.chat import prompt_ids
-from alignlab.tasks.lookup_chain import (
+from alignlab.tasks.op_chain import (
     STEP_SEP,
     ChainProblem,
     TraceCheck,
@@ -71,13 +71,18 @@ class GeneratorRecipe:
         lr: peak learning rate.
         batch_size: traces per step.
         noise: how the training traces go wrong (`TraceNoise`).
+        from_base: fine-tune the competent chat base model of the size and seed
+            (`alignlab.train.base_model.base_run`) instead of training from scratch. Off by
+            default: from scratch al-30k learns the task in 900 steps at lr 1e-2 (0.995 of greedy
+            traces fully right, measured), and the bases did not help on harder step tasks.
     """
 
-    size: str = "al-100k"
-    steps: int = 1500
-    lr: float = 3e-3
+    size: str = "al-30k"
+    steps: int = 900
+    lr: float = 1e-2
     batch_size: int = 64
     noise: TraceNoise = dataclasses.field(default_factory=TraceNoise)
+    from_base: bool = False
 
     def __post_init__(self) -> None:
         raise_problems(
@@ -87,8 +92,22 @@ class GeneratorRecipe:
                 check_int("steps", self.steps, lo=1, hi=1_000_000),
                 check_real("lr", self.lr, lo=0.0, lo_open=True, hi=1.0),
                 check_int("batch_size", self.batch_size, lo=1, hi=4096),
+                check_choice("from_base", self.from_base, (True, False)),
             ],
         )
+
+
+#: Peak learning rate per size for the step task from scratch (al-30k: measured, see
+#: `GeneratorRecipe`; larger sizes follow the ratio of `alignlab.train.base_model.BASE_SCHEDULE`).
+SIZE_LR = {"al-30k": 1e-2, "al-100k": 3e-3, "al-300k": 2e-3}
+
+
+def recipe_for(recipe: GeneratorRecipe, size: str) -> GeneratorRecipe:
+    """``recipe`` at another size (with that size's learning rate when the sizes differ): the
+    starting point of a reward model of ``size``."""
+    if size == recipe.size:
+        return recipe
+    return dataclasses.replace(recipe, size=size, lr=SIZE_LR.get(size, recipe.lr))
 
 
 def generator_config(recipe: GeneratorRecipe, seed: int) -> TrainConfig:
@@ -117,13 +136,23 @@ def train_generator(store: Store, recipe: GeneratorRecipe, seed: int) -> Run:
     def batch(batch_size: int, length: int, seed_: int, step: int, split: str) -> Batch:
         return collate(chain_examples(batch_size, seed_, split, step, noise), length)
 
+    ident: dict[str, Any] = {"noise": dataclasses.asdict(noise)}
+    init_dir = None
+    if recipe.from_base:
+        from alignlab.gates import require
+        from alignlab.train.base_model import base_run
+
+        base, gates = base_run(store, recipe.size, seed)
+        require(gates, f"base model {recipe.size} seed {seed}")
+        ident["init"], init_dir = base.id, base.dir / "model"
     run, _ = train_run(
         generator_config(recipe, seed),
         store,
         progress=False,
         kind="chain-generator",
-        recipe={"noise": dataclasses.asdict(noise)},
+        recipe=ident,
         batch_fn=batch,
+        init_model_dir=init_dir,
     )
     return run
 
@@ -166,18 +195,32 @@ def sample_traces(
 
 
 def step_ends(tokens: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
-    """Where each step closes: completion tokens that are the step separator or EOS."""
+    """Where each step's verdict is read: the step's last token, just before the separator or EOS
+    that closes it (the closing token itself for an empty step).
+
+    The last token is where the generator decided whether to stop (it predicts ``;`` or EOS there)
+    and one token after it computed the step's output, so a reward model started from it finds
+    what it needs there; read at the closing ``;`` instead, an al-30k PRM after 150 steps gave
+    right and wrong steps mean probabilities 0.86 and 0.81 (measured).
+    """
     tok = char_tokenizer()
     sep = tok.encode(STEP_SEP)[0]
-    return loss_mask.bool() & ((tokens == sep) | (tokens == tok.eos_id))
+    comp = loss_mask.bool()
+    close = comp & ((tokens == sep) | (tokens == tok.eos_id))
+    content = comp & ~close
+    ends = torch.zeros_like(close)
+    ends[:, :-1] = close[:, 1:] & content[:, :-1]
+    ends[:, 1:] |= close[:, 1:] & ~content[:, :-1]
+    ends[:, 0] |= close[:, 0]
+    return ends
 
 
 class StepRewardModel(nn.Module):
     """A model of the family whose verdict on a step is ``logit[GOOD] - logit[BAD]`` at the step's
-    closing token (`step_ends`).
+    last token (`step_ends`).
 
     Attributes:
-        kind: "orm" scores a solution by the verdict at its last closing token; "prm" by the
+        kind: "orm" scores a solution by the verdict at its last step; "prm" by the
             product of every step's probability (Lightman et al. 2023, sec. 2.6).
     """
 
@@ -242,7 +285,7 @@ def _batch(problems: Sequence[ChainProblem], traces: Sequence[str]) -> Batch:
 
 
 def step_targets(check: TraceCheck, kind: RMKind) -> list[float | None]:
-    """Training labels for each closing token of a trace (None: no label there).
+    """Training labels for each step of a trace, read at `step_ends` (None: no label there).
 
     ORM: only the last, 1 when the final answer is right. PRM: every step up to and including the
     first wrong one (1 right, 0 wrong), nothing after it (Lightman et al. label up to the first
@@ -268,8 +311,11 @@ class RMTraining:
         batch_size: traces per step.
     """
 
+    # From the al-30k generator, 150 steps at 1e-3 left an al-30k PRM's right and wrong steps at
+    # mean probabilities 0.85 and 0.84 on held-out traces; 300 steps at 3e-3 gave 0.89 and 0.41
+    # (measured on 1,024 labelled traces).
     steps: int = 300
-    lr: float = 1e-3
+    lr: float = 3e-3
     batch_size: int = 64
 
     def __post_init__(self) -> None:
@@ -292,7 +338,7 @@ def train_step_rm(
     training: RMTraining | None = None,
 ) -> StepRewardModel:
     """Fit an ORM or PRM, started from a copy of ``init``, on labelled traces (binary
-    cross-entropy on the verdicts at the labelled closing tokens).
+    cross-entropy on the verdicts at the labelled steps' `step_ends`).
 
     Args:
         init: the starting model (Lightman et al. and Uesato et al. start from the base model).
@@ -332,7 +378,7 @@ def train_step_rm(
 def _target_grid(
     ends: torch.Tensor, targets: Sequence[list[float | None]]
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets and weights ``[batch, pos]`` at the closing tokens that carry a label."""
+    """Targets and weights ``[batch, pos]`` at the step ends that carry a label."""
     y = torch.zeros(ends.shape)
     w = torch.zeros(ends.shape)
     for i, row in enumerate(targets):

@@ -1,0 +1,351 @@
+"""Study ``process-supervision``: does rewarding each step, not only the final answer, keep the
+selected reasoning right?
+
+Uesato et al. (2022) found outcome- and process-supervised reward models reach similar final-answer
+error when reranking, but the outcome one selects more solutions that are right for wrong reasons:
+trace error 14.0% -> 3.4% with process supervision. Lightman et al. (2023) found the process
+reward model also more accurate: ~78% vs ~72% best-of-1860 on MATH. Here, per seed: a step-task
+generator trained on noisy traces (`alignlab.oversight.process`), an ORM and a PRM of each size
+fitted on the same labelled samples, and best-of-N reranking of 64 samples per held-out problem.
+
+Example:
+    $ alignlab study process-supervision --preset quick
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from alignlab._io import write_json_atomic
+from alignlab._validate import check_choice, check_int, check_real, raise_problems
+from alignlab.model.config import SIZES
+from alignlab.oversight.process import (
+    GeneratorRecipe,
+    RMTraining,
+    bon_curve,
+    check_all,
+    flat,
+    recipe_for,
+    rm_accuracy,
+    sample_traces,
+    summary_rates,
+    train_generator,
+    train_step_rm,
+)
+from alignlab.report import html as h
+from alignlab.stats import Estimate, seed_interval
+from alignlab.store import Store
+from alignlab.studies.registry import StudyDef, register_study
+from alignlab.tasks.op_chain import chain_problems
+
+#: Uesato et al. (2022, table 2, GSM8K, final-answer RL + reranking): trace error of the
+#: outcome-supervised and the process-supervised reward model.
+UESATO_TRACE_ERROR = {"orm": 0.140, "prm": 0.034}
+#: Lightman et al. (2023, fig. 3): best-of-1860 accuracy on MATH of their ORM and PRM.
+LIGHTMAN_ACCURACY = {"orm": 0.724, "prm": 0.782}
+KINDS = ("orm", "prm")
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """The process-supervision grid.
+
+    Attributes:
+        generator: the policy's recipe (size, steps, noise of its training traces).
+        rm_sizes: reward-model sizes; each starts from the generator recipe's model of its size
+            and seed (Uesato and Lightman start reward models from the base model).
+        seeds: each trains its own generator, reward models and samples.
+        n_labelled: generator samples labelled by the checker for each reward model (the same
+            traces for ORM and PRM; only the labels differ).
+        per_problem: labelled samples per training problem.
+        rm: both reward models' fitting steps, learning rate and batch.
+        n_test: held-out problems reranked.
+        max_n: samples per held-out problem; best-of-N for N = 1, 2, 4, ... up to it.
+        temperature: sampling temperature of the generator.
+    """
+
+    generator: GeneratorRecipe = dataclasses.field(default_factory=GeneratorRecipe)
+    rm_sizes: tuple[str, ...] = ("al-30k", "al-100k")
+    seeds: tuple[int, ...] = (0, 1, 2)
+    n_labelled: int = 2048
+    per_problem: int = 2
+    rm: RMTraining = dataclasses.field(default_factory=RMTraining)
+    n_test: int = 100
+    max_n: int = 64
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        raise_problems(
+            "ProcessSpec",
+            [
+                None if self.rm_sizes else "rm_sizes must list at least one size",
+                None if self.seeds else "seeds must list at least one seed",
+                *(check_choice("rm_sizes", s, tuple(SIZES)) for s in self.rm_sizes),
+                *(check_int("seeds", s, lo=0) for s in self.seeds),
+                check_int("n_labelled", self.n_labelled, lo=8, hi=1_000_000),
+                check_int("per_problem", self.per_problem, lo=1, hi=1024),
+                check_int("n_test", self.n_test, lo=2, hi=100_000),
+                check_int("max_n", self.max_n, lo=1, hi=4096),
+                check_real("temperature", self.temperature, lo=0.0, lo_open=True, hi=10.0),
+            ],
+        )
+
+    @property
+    def ns(self) -> list[int]:
+        """N = 1, 2, 4, ... and ``max_n`` itself."""
+        out = [2**i for i in range(int(math.log2(self.max_n)) + 1)]
+        return out if out[-1] == self.max_n else [*out, self.max_n]
+
+
+def _presets() -> dict[str, tuple[ProcessSpec, str]]:
+    return {
+        "quick": (
+            ProcessSpec(
+                generator=GeneratorRecipe(size="al-30k", steps=300, lr=1e-2),
+                rm_sizes=("al-30k",),
+                seeds=(0, 1),
+                n_labelled=256,
+                rm=RMTraining(steps=60),
+                n_test=16,
+                max_n=8,
+            ),
+            "smoke: al-30k, 2 seeds, 16 problems x 8 samples (~3 CPU-min)",
+        ),
+        "default": (
+            ProcessSpec(),
+            "al-30k generator, ORM and PRM at al-30k and al-100k, 3 seeds, 100 problems x 64 samples",
+        ),
+    }
+
+
+# ---- one seed ---------------------------------------------------------------------------------
+
+
+def run_seed(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
+    """Generator, labelled samples, ORM and PRM of each size, and their best-of-N curves for one
+    seed; cached as a ``process-cell`` run of the store (same spec and seed = same cell)."""
+    from alignlab.model.hf import load
+
+    config = {"spec": _spec_dict(spec), "seed": seed}
+    run, _ = store.get_or_create("process-cell", config)
+    path = run.dir / "cell.json"
+    if run.status == "done" and path.exists():
+        return dict(json.loads(path.read_text()))
+    store.set_status(run.id, "running")
+    t0 = time.perf_counter()
+    try:
+        gen_run = train_generator(store, spec.generator, seed)
+        gen = load(gen_run.dir / "model")
+        t_gen = time.perf_counter() - t0
+        test = chain_problems(spec.n_test, seed, "bon-test", spec.generator.noise)
+        samples = sample_traces(gen, test, spec.max_n, seed, spec.temperature)
+        checks = check_all(test, samples)
+        train = chain_problems(spec.n_labelled // spec.per_problem, seed, "rm-train", spec.generator.noise)
+        lp, lt = flat(train, sample_traces(gen, train, spec.per_problem, seed + 10_000, spec.temperature))
+        held = chain_problems(128, seed, "rm-heldout", spec.generator.noise)
+        hp, ht = flat(held, sample_traces(gen, held, 2, seed + 20_000, spec.temperature))
+        tp, tt = flat(test, samples)
+        t_sample = time.perf_counter() - t0 - t_gen
+        rms: dict[str, Any] = {}
+        for size in spec.rm_sizes:
+            init = gen
+            if size != spec.generator.size:
+                init = load(train_generator(store, recipe_for(spec.generator, size), seed).dir / "model")
+            for kind in KINDS:
+                t1 = time.perf_counter()
+                rm = train_step_rm(init, lp, lt, kind, seed, spec.rm)  # type: ignore[arg-type]
+                scores = rm.score(tp, tt).reshape(len(test), spec.max_n)
+                rms[f"{size}/{kind}"] = {
+                    **bon_curve(scores, checks, spec.ns),
+                    "label_accuracy": rm_accuracy(rm, hp, ht),
+                    "seconds": time.perf_counter() - t1,
+                }
+        cell = {
+            "seed": seed,
+            "generator_run": gen_run.id,
+            "generator": summary_rates(checks),
+            "labelled": summary_rates(check_all(lp, [[t] for t in lt])),
+            "rms": rms,
+            "seconds": {"generator": t_gen, "sampling": t_sample, "total": time.perf_counter() - t0},
+        }
+    except BaseException:
+        store.set_status(run.id, "failed")
+        raise
+    write_json_atomic(path, cell)
+    store.set_status(run.id, "done")
+    return cell
+
+
+def _spec_dict(spec: ProcessSpec) -> dict[str, Any]:
+    return json.loads(json.dumps(dataclasses.asdict(spec)))
+
+
+# ---- over seeds -------------------------------------------------------------------------------
+
+
+def _interval(values: list[float]) -> dict[str, Any]:
+    vals = [v for v in values if math.isfinite(v)]
+    if not vals:
+        return Estimate(math.nan, math.nan, math.nan, 0, "not measured in any seed").to_dict()
+    lo = min(0.0, *vals)
+    return seed_interval(vals, bounds=(lo, 1.0) if max(vals) <= 1 else None).to_dict()
+
+
+def aggregate(spec: ProcessSpec, cells: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per RM size, kind and N: final accuracy and trace error over seeds, and PRM - ORM."""
+    out: dict[str, Any] = {}
+    for size in spec.rm_sizes:
+        rows = []
+        for i, n in enumerate(spec.ns):
+            row: dict[str, Any] = {"n": n}
+            for kind in KINDS:
+                for metric in ("final_accuracy", "trace_error"):
+                    row[f"{kind}_{metric}"] = _interval(
+                        [c["rms"][f"{size}/{kind}"][metric][i] for c in cells]
+                    )
+            for metric in ("final_accuracy", "trace_error"):
+                diffs = [
+                    c["rms"][f"{size}/prm"][metric][i] - c["rms"][f"{size}/orm"][metric][i] for c in cells
+                ]
+                vals = [d for d in diffs if math.isfinite(d)]
+                row[f"prm_minus_orm_{metric}"] = seed_interval(vals).to_dict() if vals else _interval([])
+            rows.append(row)
+        out[size] = {
+            "rows": rows,
+            "label_accuracy": {
+                k: _interval([c["rms"][f"{size}/{k}"]["label_accuracy"] for c in cells]) for k in KINDS
+            },
+        }
+    return out
+
+
+def run_process(store: Store, spec: ProcessSpec) -> dict[str, Any]:
+    """Every seed (cached per seed), then intervals over seeds."""
+    cells = [run_seed(store, spec, s) for s in spec.seeds]
+    by_size = aggregate(spec, cells)
+    gen = {
+        k: _interval([c["generator"][k] for c in cells])
+        for k in ("final_accuracy", "steps_ok", "trace_error")
+    }
+    largest = spec.rm_sizes[-1]
+    last = by_size[largest]["rows"][-1]
+    fmt = lambda d: str(Estimate.from_dict(d))  # noqa: E731
+    answer = (
+        f"At N={last['n']} ({largest} reward models, {len(cells)} seeds): trace error ORM "
+        f"{fmt(last['orm_trace_error'])} vs PRM {fmt(last['prm_trace_error'])} (PRM - ORM "
+        f"{fmt(last['prm_minus_orm_trace_error'])}; Uesato 14.0% -> 3.4%); final accuracy ORM "
+        f"{fmt(last['orm_final_accuracy'])} vs PRM {fmt(last['prm_final_accuracy'])} (Lightman 72% vs 78%); "
+        f"generator alone {fmt(gen['final_accuracy'])}."
+    )
+    return {
+        "answer": answer,
+        "ns": spec.ns,
+        "generator": gen,
+        "by_size": by_size,
+        "cells": cells,
+        "anchors": {"uesato_trace_error": UESATO_TRACE_ERROR, "lightman_accuracy": LIGHTMAN_ACCURACY},
+        "timing": {"cell_seconds": [c["seconds"] for c in cells]},
+    }
+
+
+# ---- output -----------------------------------------------------------------------------------
+
+
+def _e(d: dict[str, Any]) -> str:
+    return str(Estimate.from_dict(d))
+
+
+def format_process(result: dict[str, Any]) -> str:
+    """Console text: the answer, then per RM size the best-of-N table."""
+    lines = [result["answer"], ""]
+    g = result["generator"]
+    lines.append(
+        f"Generator samples: final accuracy {_e(g['final_accuracy'])}, all steps right {_e(g['steps_ok'])}, "
+        f"trace error {_e(g['trace_error'])}"
+    )
+    for size, block in result["by_size"].items():
+        acc = block["label_accuracy"]
+        lines.append(f"\n{size} reward models (label accuracy ORM {_e(acc['orm'])}, PRM {_e(acc['prm'])}):")
+        heads = ("ORM final acc", "PRM final acc", "ORM trace err", "PRM trace err")
+        lines.append(f"  {'N':>4}  " + " ".join(f"{x:<20}" for x in heads))
+        for r in block["rows"]:
+            lines.append(
+                f"  {r['n']:>4}  {_e(r['orm_final_accuracy']):<20} {_e(r['prm_final_accuracy']):<20} "
+                f"{_e(r['orm_trace_error']):<20} {_e(r['prm_trace_error']):<20}"
+            )
+    lines.append(
+        "\nAnchors: Uesato et al. 2022 trace error ORM 14.0%, PRM 3.4%; "
+        "Lightman et al. 2023 best-of-N ORM 72.4%, PRM 78.2%."
+    )
+    return "\n".join(lines)
+
+
+def process_html(result: dict[str, Any]) -> str:
+    """HTML: answer first, then the best-of-N table per RM size beside the anchors."""
+    parts = [f"<p class='q'><b>{h.esc(result['answer'])}</b></p>"]
+    g = result["generator"]
+    parts.append(
+        h.kv_table(
+            {
+                "generator final accuracy": _e(g["final_accuracy"]),
+                "generator all steps right": _e(g["steps_ok"]),
+                "generator trace error": _e(g["trace_error"]),
+            }
+        )
+    )
+    for size, block in result["by_size"].items():
+        parts.append(f"<h3>{h.esc(size)} reward models</h3>")
+        rows = [
+            [
+                str(r["n"]),
+                h.estimate(r["orm_final_accuracy"]),
+                h.estimate(r["prm_final_accuracy"]),
+                h.estimate(r["orm_trace_error"]),
+                h.estimate(r["prm_trace_error"]),
+                h.estimate(r["prm_minus_orm_trace_error"]),
+            ]
+            for r in block["rows"]
+        ]
+        parts.append(
+            h.table(
+                [
+                    "N",
+                    "ORM final acc",
+                    "PRM final acc",
+                    "ORM trace error",
+                    "PRM trace error",
+                    "PRM - ORM trace error",
+                ],
+                rows,
+                numeric=(0,),
+            )
+        )
+    parts.append(
+        "<p class='muted'>"
+        + h.esc(
+            "Anchors: Uesato et al. 2022 trace error 14.0% (ORM) -> 3.4% (PRM); Lightman et al. 2023 "
+            "best-of-N accuracy 72.4% (ORM) vs 78.2% (PRM). Intervals: t over seeds."
+        )
+        + "</p>"
+    )
+    return "\n".join(parts)
+
+
+register_study(
+    StudyDef(
+        name="process-supervision",
+        question=(
+            "Does process supervision (rewarding each step) select fewer right-for-wrong-reasons "
+            "solutions than outcome supervision?"
+        ),
+        presets=_presets,
+        run=run_process,
+        summary=format_process,
+        report=process_html,
+    )
+)
