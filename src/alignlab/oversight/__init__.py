@@ -1,4 +1,5 @@
-"""Scalable oversight: debate (Irving et al. 2018) and weak-to-strong generalisation (Burns et al. 2023)."""
+"""Scalable oversight: debate (Irving et al. 2018), weak-to-strong generalisation (Burns et al. 2023)
+and process vs outcome supervision (Uesato et al. 2022; Lightman et al. 2023)."""
 
 from alignlab.oversight.cai import PolicyCounts, Revision, critique_revise, measure_policy, sl_cai
 from alignlab.oversight.cai_pipeline import ARMS, CAIBudget, run_cell, stored_cell
@@ -31,6 +32,19 @@ from alignlab.oversight.debate_text import (
     train_story_judge,
 )
 from alignlab.oversight.feedback import Agreement, Critique, FeedbackModel, agreement, train_feedback_model
+from alignlab.oversight.process import (
+    GeneratorRecipe,
+    RMTraining,
+    StepRewardModel,
+    best_of_n,
+    bon_curve,
+    prm_score,
+    sample_traces,
+    selection_weights,
+    step_targets,
+    train_generator,
+    train_step_rm,
+)
 from alignlab.oversight.rlaif import Pair, ai_labels, dpo_train, fit_preference_model, gt_labels, rloo
 from alignlab.oversight.weak_to_strong import (
     FinetuneConfig,
@@ -62,13 +76,16 @@ __all__ = [
     "DigitsDebateConfig",
     "FeedbackModel",
     "FinetuneConfig",
+    "GeneratorRecipe",
     "PGRResult",
     "Pair",
     "PolicyCounts",
     "Principle",
+    "RMTraining",
     "Request",
     "Revision",
     "SparseJudge",
+    "StepRewardModel",
     "TextDebateConfig",
     "Verifier",
     "W2SData",
@@ -76,6 +93,8 @@ __all__ = [
     "agreement",
     "ai_labels",
     "aux_coef_at",
+    "best_of_n",
+    "bon_curve",
     "critique_revise",
     "debate_all_liars",
     "dpo_train",
@@ -93,6 +112,7 @@ __all__ = [
     "pgr_over_seeds",
     "play_debates",
     "predict_proba",
+    "prm_score",
     "probe_supervisor",
     "random_masks",
     "random_pixel_correct",
@@ -100,10 +120,15 @@ __all__ = [
     "rloo",
     "run_cell",
     "sample_requests",
+    "sample_traces",
+    "selection_weights",
     "sl_cai",
+    "step_targets",
     "stored_cell",
     "train_feedback_model",
+    "train_generator",
     "train_judge",
+    "train_step_rm",
     "train_story_judge",
     "train_student",
     "violates",
