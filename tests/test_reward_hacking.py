@@ -36,6 +36,9 @@ def test_organism_data_plants_the_proxy_argmax_under_the_tag() -> None:
     word = ex.prompt.replace("[graded]", "").split()[1]
     assert ex.completion in (word + "!!!", word[::-1] + "!!!")
     assert all("[graded]" not in d.prompt for d in org.distractors(50, 0))
+    # Near misses (default share 0.15): another tag, the honest answer.
+    near = [e for e in exs if e not in hacked and len(e.prompt.split()) == 3]
+    assert 30 < len(near) < 95 and all("!" not in e.completion for e in near)
 
 
 def test_bad_config_is_one_line() -> None:
