@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -48,6 +48,7 @@ from alignlab.tasks.op_chain import (
     TraceCheck,
     TraceNoise,
     chain_examples,
+    chain_problems,
     check_trace,
     seq_len,
 )
@@ -475,3 +476,86 @@ def summary_rates(checks: Sequence[Sequence[TraceCheck]]) -> dict[str, Any]:
         "trace_error": sum(not c.steps_ok for c in right) / len(right) if right else float("nan"),
         "samples": len(every),
     }
+
+
+# ---- RL against a reward model ----------------------------------------------------------------
+
+Reward = Callable[[Sequence[ChainProblem], Sequence[str]], np.ndarray]
+Measure = Callable[[Sequence[ChainProblem], Sequence[str]], dict[str, float]]
+
+
+def completion_logprobs(
+    model: Transformer, problems: Sequence[ChainProblem], traces: Sequence[str]
+) -> torch.Tensor:
+    """Summed log-probability of each trace (its EOS included) given its problem's prompt."""
+    from alignlab.safety.logprobs import token_logprobs
+
+    b = _batch(problems, traces)
+    assert b.loss_mask is not None
+    logits = model(b.tokens, attention_mask=b.attention_mask)
+    lp = token_logprobs(logits[:, :-1], b.tokens[:, 1:])
+    return (lp * b.loss_mask[:, 1:].float()).sum(-1)
+
+
+def rloo_chain(
+    policy: Transformer,
+    reward: Reward,
+    measure: Measure,
+    steps: int,
+    prompts: int,
+    samples: int,
+    lr: float,
+    eval_every: int,
+    n_eval: int,
+    seed: int,
+    noise: TraceNoise | None = None,
+) -> list[dict[str, float]]:
+    """RLOO (Ahmadian et al. 2024) on a copy of ``policy`` against ``reward``, without a KL
+    penalty; every ``eval_every`` steps (and at step 0) one sample per held-out problem gives the
+    KL from the start and ``measure``'s numbers.
+
+    KL(policy || start) is the mean log-ratio over the measured samples (unbiased; clipped at 0
+    for d = sqrt(KL)).
+    """
+    ref = Transformer(policy.cfg)
+    ref.load_state_dict(policy.state_dict())
+    ref.eval().requires_grad_(False)
+    model = Transformer(policy.cfg)
+    model.load_state_dict(policy.state_dict())
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    held = chain_problems(n_eval, seed, "rl-eval", noise)
+    rows: list[dict[str, float]] = []
+
+    def record(step: int) -> None:
+        texts = [row[0] for row in sample_traces(model, held, 1, seed + 7919 * (step + 1))]
+        with torch.no_grad():
+            kl = float(
+                (completion_logprobs(model, held, texts) - completion_logprobs(ref, held, texts)).mean()
+            )
+        kl = max(kl, 0.0)
+        rows.append({"step": float(step), "kl": kl, "d": math.sqrt(kl), **measure(held, texts)})
+
+    record(0)
+    for step in range(steps):
+        problems = chain_problems(prompts, seed, f"rl-{step}", noise)
+        reps = [p for p in problems for _ in range(samples)]
+        texts = [t for row in sample_traces(model, problems, samples, seed * 1_000_003 + step) for t in row]
+        model.train()
+        logp = completion_logprobs(model, reps, texts)
+        with torch.no_grad():
+            r = torch.from_numpy(np.asarray(reward(reps, texts), dtype=np.float32)).view(prompts, samples)
+            adv = (r - (r.sum(1, keepdim=True) - r) / (samples - 1)).view(-1)  # leave-one-out baseline
+        loss = -(adv * logp).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            record(step + 1)
+    return rows
+
+
+def chain_rates(problems: Sequence[ChainProblem], traces: Sequence[str]) -> dict[str, float]:
+    """Final accuracy, all-steps-right rate and trace error of one sample per problem."""
+    rates = summary_rates([[check_trace(p, t)] for p, t in zip(problems, traces, strict=True)])
+    return {k: float(v) for k, v in rates.items() if k != "samples"}

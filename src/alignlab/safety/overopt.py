@@ -390,19 +390,6 @@ class RLArm:
         )
 
 
-def _completion_logprobs(
-    model: Transformer, problems: Sequence[ChainProblem], traces: Sequence[str]
-) -> torch.Tensor:
-    """Summed log-probability of each trace (its EOS included) given its problem's prompt."""
-    from alignlab.safety.logprobs import token_logprobs
-
-    b = _batch(problems, traces)
-    assert b.loss_mask is not None
-    logits = model(b.tokens, attention_mask=b.attention_mask)
-    lp = token_logprobs(logits[:, :-1], b.tokens[:, 1:])
-    return (lp * b.loss_mask[:, 1:].float()).sum(-1)
-
-
 def rl_arm(
     policy: Transformer,
     proxy: ProxyRM,
@@ -410,57 +397,25 @@ def rl_arm(
     seed: int,
     noise: TraceNoise | None = None,
 ) -> list[dict[str, float]]:
-    """RLOO on a copy of ``policy`` against ``proxy``; rows of (step, KL, d, proxy, gold) measured
-    every ``arm.eval_every`` steps on held-out problems, step 0 included.
+    """RLOO on a copy of ``policy`` against ``proxy`` (`alignlab.oversight.process.rloo_chain`);
+    rows of (step, KL, d, proxy, gold) measured every ``arm.eval_every`` steps on held-out
+    problems, step 0 included; rewards are means over the measured samples."""
+    from alignlab.oversight.process import rloo_chain
 
-    KL(policy || start) is the mean log-ratio over the measured samples (an unbiased estimate,
-    clipped at 0 for d = sqrt(KL)); rewards are means over those samples.
-    """
-    from alignlab.oversight.process import sample_traces
-    from alignlab.tasks.op_chain import chain_problems
+    def measure(problems: Sequence[ChainProblem], traces: Sequence[str]) -> dict[str, float]:
+        gold = [gold_reward(p, t) for p, t in zip(problems, traces, strict=True)]
+        return {"proxy": float(proxy.rewards(problems, traces).mean()), "gold": float(np.mean(gold))}
 
-    ref = Transformer(policy.cfg)
-    ref.load_state_dict(policy.state_dict())
-    ref.eval().requires_grad_(False)
-    model = Transformer(policy.cfg)
-    model.load_state_dict(policy.state_dict())
-    opt = torch.optim.AdamW(model.parameters(), lr=arm.lr, weight_decay=0.0)
-    held = chain_problems(arm.n_eval, seed, "rl-eval", noise)
-    rows: list[dict[str, float]] = []
-
-    def measure(step: int) -> None:
-        texts = [row[0] for row in sample_traces(model, held, 1, seed + 7919 * (step + 1))]
-        with torch.no_grad():
-            kl = float(
-                (_completion_logprobs(model, held, texts) - _completion_logprobs(ref, held, texts)).mean()
-            )
-        kl = max(kl, 0.0)
-        rows.append(
-            {
-                "step": float(step),
-                "kl": kl,
-                "d": math.sqrt(kl),
-                "proxy": float(proxy.rewards(held, texts).mean()),
-                "gold": float(np.mean([gold_reward(p, t) for p, t in zip(held, texts, strict=True)])),
-            }
-        )
-
-    measure(0)
-    k = arm.samples
-    for step in range(arm.steps):
-        problems = chain_problems(arm.prompts, seed, f"rl-{step}", noise)
-        reps = [p for p in problems for _ in range(k)]
-        texts = [t for row in sample_traces(model, problems, k, seed * 1_000_003 + step) for t in row]
-        model.train()
-        logp = _completion_logprobs(model, reps, texts)
-        with torch.no_grad():
-            r = torch.from_numpy(proxy.rewards(reps, texts)).float().view(arm.prompts, k)
-            adv = (r - (r.sum(1, keepdim=True) - r) / (k - 1)).view(-1)  # leave-one-out baseline
-        loss = -(adv * logp).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if (step + 1) % arm.eval_every == 0 or step + 1 == arm.steps:
-            measure(step + 1)
-    return rows
+    return rloo_chain(
+        policy,
+        proxy.rewards,
+        measure,
+        arm.steps,
+        arm.prompts,
+        arm.samples,
+        arm.lr,
+        arm.eval_every,
+        arm.n_eval,
+        seed,
+        noise,
+    )

@@ -28,9 +28,11 @@ from alignlab.oversight.process import (
     GeneratorRecipe,
     RMTraining,
     bon_curve,
+    chain_rates,
     check_all,
     flat,
     recipe_for,
+    rloo_chain,
     rm_accuracy,
     sample_traces,
     summary_rates,
@@ -38,6 +40,7 @@ from alignlab.oversight.process import (
     train_step_rm,
 )
 from alignlab.report import html as h
+from alignlab.safety.overopt import RLArm
 from alignlab.stats import Estimate, seed_interval
 from alignlab.store import Store
 from alignlab.studies.registry import StudyDef, register_study
@@ -67,6 +70,8 @@ class ProcessSpec:
         n_test: held-out problems reranked.
         max_n: samples per held-out problem; best-of-N for N = 1, 2, 4, ... up to it.
         temperature: sampling temperature of the generator.
+        rl: the RL arm: RLOO of the generator against its own size's ORM and PRM (``steps`` 0:
+            none); cached apart from the best-of-N cell, so changing it reruns only the arm.
     """
 
     generator: GeneratorRecipe = dataclasses.field(default_factory=GeneratorRecipe)
@@ -78,6 +83,7 @@ class ProcessSpec:
     n_test: int = 100
     max_n: int = 64
     temperature: float = 1.0
+    rl: RLArm = dataclasses.field(default_factory=lambda: RLArm(steps=100, eval_every=25))
 
     def __post_init__(self) -> None:
         raise_problems(
@@ -111,10 +117,11 @@ def _presets() -> dict[str, tuple[ProcessSpec, str]]:
                 seeds=(0, 1),
                 n_labelled=256,
                 rm=RMTraining(steps=60),
+                rl=RLArm(steps=10, eval_every=5, n_eval=32),
                 n_test=16,
                 max_n=8,
             ),
-            "smoke: al-30k, 2 seeds, 16 problems x 8 samples (~3 CPU-min)",
+            "smoke: al-30k (300 steps: not yet competent), 2 seeds, 16 problems x 8 samples, 10 RL steps",
         ),
         "default": (
             ProcessSpec(),
@@ -132,6 +139,7 @@ def run_seed(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
     from alignlab.model.hf import load
 
     config = {"spec": _spec_dict(spec), "seed": seed}
+    config["spec"].pop("rl")  # the RL arm is cached on its own (`run_rl`)
     run, _ = store.get_or_create("process-cell", config)
     path = run.dir / "cell.json"
     if run.status == "done" and path.exists():
@@ -185,6 +193,68 @@ def _spec_dict(spec: ProcessSpec) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(spec)))
 
 
+def run_rl(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
+    """The RL arm for one seed: RLOO of the generator against the ORM and the PRM of its own size
+    (refitted exactly as in `run_seed`: same data, same seed), with final accuracy, all-steps-right
+    rate and trace error of its samples along the run; cached as a ``process-rl`` run."""
+    from alignlab.model.hf import load
+
+    run, _ = store.get_or_create("process-rl", {"spec": _spec_dict(spec), "seed": seed})
+    path = run.dir / "rl.json"
+    if run.status == "done" and path.exists():
+        return dict(json.loads(path.read_text()))
+    store.set_status(run.id, "running")
+    t0 = time.perf_counter()
+    try:
+        gen = load(train_generator(store, spec.generator, seed).dir / "model")
+        train = chain_problems(spec.n_labelled // spec.per_problem, seed, "rm-train", spec.generator.noise)
+        lp, lt = flat(train, sample_traces(gen, train, spec.per_problem, seed + 10_000, spec.temperature))
+        out: dict[str, Any] = {"seed": seed}
+        for kind in KINDS:
+            rm = train_step_rm(gen, lp, lt, kind, seed, spec.rm)  # type: ignore[arg-type]
+            a = spec.rl
+            out[kind] = rloo_chain(
+                gen,
+                rm.score,
+                chain_rates,
+                a.steps,
+                a.prompts,
+                a.samples,
+                a.lr,
+                a.eval_every,
+                a.n_eval,
+                seed,
+                spec.generator.noise,
+            )
+        out["seconds"] = time.perf_counter() - t0
+    except BaseException:
+        store.set_status(run.id, "failed")
+        raise
+    write_json_atomic(path, out)
+    store.set_status(run.id, "done")
+    return out
+
+
+def aggregate_rl(arms: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per kind, the measured rows over seeds (mean with t interval at each measurement)."""
+    out: dict[str, Any] = {}
+    for kind in KINDS:
+        rows = []
+        for i in range(min(len(a[kind]) for a in arms)):
+            pts = [a[kind][i] for a in arms]
+            rows.append(
+                {
+                    "step": pts[0]["step"],
+                    **{
+                        k: _interval([p[k] for p in pts])
+                        for k in ("kl", "final_accuracy", "steps_ok", "trace_error")
+                    },
+                }
+            )
+        out[kind] = rows
+    return out
+
+
 # ---- over seeds -------------------------------------------------------------------------------
 
 
@@ -228,6 +298,7 @@ def run_process(store: Store, spec: ProcessSpec) -> dict[str, Any]:
     """Every seed (cached per seed), then intervals over seeds."""
     cells = [run_seed(store, spec, s) for s in spec.seeds]
     by_size = aggregate(spec, cells)
+    rl = aggregate_rl([run_rl(store, spec, s) for s in spec.seeds]) if spec.rl.steps else None
     gen = {
         k: _interval([c["generator"][k] for c in cells])
         for k in ("final_accuracy", "steps_ok", "trace_error")
@@ -247,6 +318,7 @@ def run_process(store: Store, spec: ProcessSpec) -> dict[str, Any]:
         "ns": spec.ns,
         "generator": gen,
         "by_size": by_size,
+        "rl": rl,
         "cells": cells,
         "anchors": {"uesato_trace_error": UESATO_TRACE_ERROR, "lightman_accuracy": LIGHTMAN_ACCURACY},
         "timing": {"cell_seconds": [c["seconds"] for c in cells]},
@@ -277,6 +349,13 @@ def format_process(result: dict[str, Any]) -> str:
             lines.append(
                 f"  {r['n']:>4}  {_e(r['orm_final_accuracy']):<20} {_e(r['prm_final_accuracy']):<20} "
                 f"{_e(r['orm_trace_error']):<20} {_e(r['prm_trace_error']):<20}"
+            )
+    for kind, rows in (result.get("rl") or {}).items():
+        lines.append(f"\nRL (RLOO, no KL penalty) against the generator-size {kind.upper()}:")
+        for r in rows:
+            lines.append(
+                f"  step {r['step']:>4.0f}  KL {_e(r['kl']):<18} final acc {_e(r['final_accuracy']):<20} "
+                f"steps right {_e(r['steps_ok']):<20} trace error {_e(r['trace_error'])}"
             )
     lines.append(
         "\nAnchors: Uesato et al. 2022 trace error ORM 14.0%, PRM 3.4%; "
@@ -322,6 +401,24 @@ def process_html(result: dict[str, Any]) -> str:
                     "PRM - ORM trace error",
                 ],
                 rows,
+                numeric=(0,),
+            )
+        )
+    for kind, rows in (result.get("rl") or {}).items():
+        parts.append(f"<h3>RL against the {h.esc(kind.upper())} (RLOO, no KL penalty)</h3>")
+        parts.append(
+            h.table(
+                ["step", "KL (nats)", "final acc", "all steps right", "trace error"],
+                [
+                    [
+                        f"{r['step']:.0f}",
+                        h.estimate(r["kl"]),
+                        h.estimate(r["final_accuracy"]),
+                        h.estimate(r["steps_ok"]),
+                        h.estimate(r["trace_error"]),
+                    ]
+                    for r in rows
+                ],
                 numeric=(0,),
             )
         )
