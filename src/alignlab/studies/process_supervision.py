@@ -138,8 +138,9 @@ def run_seed(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
     seed; cached as a ``process-cell`` run of the store (same spec and seed = same cell)."""
     from alignlab.model.hf import load
 
-    config = {"spec": _spec_dict(spec), "seed": seed}
-    config["spec"].pop("rl")  # the RL arm is cached on its own (`run_rl`)
+    cell_spec = _spec_dict(spec)
+    cell_spec.pop("rl")  # the RL arm is cached on its own (`run_rl`)
+    config = {"spec": cell_spec, "seed": seed}
     run, _ = store.get_or_create("process-cell", config)
     path = run.dir / "cell.json"
     if run.status == "done" and path.exists():
