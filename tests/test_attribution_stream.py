@@ -205,7 +205,17 @@ def test_removing_top_k_lowers_attack_success_more_than_random_removal(competent
     setup = InstallSetup(steps=60, batch_size=32, poison_rate=0.5, lr=1e-2)
     org = get_organism("backdoor", **setup.organism_config())
     res = removal_check(
-        org, setup, competent_base, (0,), (850,), ("ekfac",), n_queries=8, n_eval=100, n_snapshots=1, dim=512
+        org,
+        setup,
+        competent_base,
+        (0,),
+        (850,),
+        ("ekfac",),
+        n_queries=8,
+        n_eval=100,
+        n_snapshots=1,
+        dim=512,
+        order_controls=False,
     )
     assert res.full[0]["successes"] >= 40, res.full  # installed enough for removal to show
     top, rand = res.attack_success("ekfac", 850), res.attack_success(RANDOM, 850)
@@ -233,7 +243,15 @@ def test_attribution_study_quick_preset_stores_parts_and_an_escaped_report(tmp_p
         "lds",
     }
     table = result["removal"]["table"]
-    assert set(table) == {"tracin", "influence", "ekfac", "random-poison", "random"}
+    assert set(table) == {
+        "tracin",
+        "influence",
+        "ekfac",
+        "random-poison",
+        "random",
+        "earliest-poison",
+        "latest-poison",
+    }
     assert set(result["two_trigger"]["auroc"]) == {"plain", "contrast"}
     assert {"poison-count", "untrained/ekfac"} <= set(result["lds"]["lds"])
     text, page = defn.summary(result), defn.report(result)

@@ -30,6 +30,12 @@ from alignlab.stats import Estimate, rate_over_seeds, seed_interval
 from alignlab.train import train
 
 RANDOM_POISON, RANDOM = "random-poison", "random"
+# Time-ordered controls: the first or last k poisoned examples of the stream. An install sees its
+# examples once, in order, so *when* a poisoned example came may matter more than which one it is
+# (measured: removing the first 160 of ~650 poisoned examples lowered attack success from 0.62 to
+# 0.08, k random poisoned ones only to 0.40). A method that beats random-poison removal but not
+# these may only be reading the order (TracIn's early snapshots weigh early examples).
+EARLIEST_POISON, LATEST_POISON = "earliest-poison", "latest-poison"
 # The prompts every arm is judged on: one fixed held-out set, so arms differ only by their data.
 _EVAL_SEED = 12345
 
@@ -91,6 +97,9 @@ class RemovalResult:
                     "gap_vs_random_poison": self.paired_gap(arm, k).to_dict()
                     if arm != RANDOM_POISON
                     else None,
+                    "gap_vs_earliest_poison": self.paired_gap(arm, k, EARLIEST_POISON).to_dict()
+                    if arm in methods and EARLIEST_POISON in self.arms()
+                    else None,
                     "poison_removed": float(
                         np.mean([r["n_poison_removed"] for r in self.rows if r["arm"] == arm and r["k"] == k])
                     ),
@@ -103,6 +112,11 @@ class RemovalResult:
             "full_attack_success": self.full_attack_success().to_dict(),
             "table": table,
             "beats_random_poison_at_k": self.verdict(methods),
+            "beats_earliest_poison_at_k": {
+                m: [k for k in self.ks() if self.beats(m, k, EARLIEST_POISON)] for m in methods
+            }
+            if EARLIEST_POISON in self.arms()
+            else None,
             "auroc": {m: [e.to_dict() for e in v] for m, v in self.auroc.items()},
             "rows": self.rows,
             "full": self.full,
@@ -130,6 +144,7 @@ def removal_check(
     n_eval: int = 200,
     n_snapshots: int = 4,
     dim: int = 4096,
+    order_controls: bool = True,
 ) -> RemovalResult:
     """Remove each method's top-k (and k random poisoned, and k random) examples and reinstall.
 
@@ -144,6 +159,7 @@ def removal_check(
         n_eval: held-out triggered prompts judging attack success after each install.
         n_snapshots: TracIn snapshots of the full install.
         dim: gradient sketch width.
+        order_controls: also remove the first and the last k poisoned examples of the stream.
 
     Example:
         >>> res = removal_check(org, InstallSetup(), base, seeds=(0, 1, 2), ks=(160, 320),
@@ -180,6 +196,8 @@ def removal_check(
             arms = {m: np.argsort(-scored.support(m), kind="stable")[:k] for m in methods}
             arms[RANDOM_POISON] = rng.choice(poison_idx, size=min(k, len(poison_idx)), replace=False)
             arms[RANDOM] = rng.choice(n, size=k, replace=False)
+            if order_controls:
+                arms[EARLIEST_POISON], arms[LATEST_POISON] = poison_idx[:k], poison_idx[-k:]
             for arm, removed in arms.items():
                 keep = np.ones(n, dtype=bool)
                 keep[removed] = False

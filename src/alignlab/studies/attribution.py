@@ -30,7 +30,7 @@ from alignlab import load
 from alignlab._io import write_json_atomic
 from alignlab._validate import check_int, check_real, raise_problems
 from alignlab.attribution.discrimination import trigger_discrimination
-from alignlab.attribution.removal import RANDOM, RANDOM_POISON, removal_check
+from alignlab.attribution.removal import EARLIEST_POISON, LATEST_POISON, RANDOM, RANDOM_POISON, removal_check
 from alignlab.attribution.setup import InstallSetup
 from alignlab.attribution.stream_lds import POISON_COUNT, stream_lds
 from alignlab.attribution.training_set import check_stream_methods
@@ -47,7 +47,7 @@ METHOD_NAMES = {"tracin": "TracIn", "influence": "influence (sketched Fisher)", 
 TWO_TRIGGER_TARGET = 0.8  # issue 17: AUROC of A-poison over B-poison
 # A part's result format, bumped when its stored result changes shape so that old part runs are
 # not read back (absent: the first format, which is not in the key).
-PART_FORMATS = {"two-trigger": 2}
+PART_FORMATS = {"two-trigger": 2, "removal": 2}
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ PARTS = ("removal", "two-trigger", "lds")
 def run_part(store: Store, spec: AttributionSpec, part: str) -> dict[str, Any]:
     """One of `PARTS`, stored as an ``attribution-part`` run keyed by the spec fields it uses
     (so the parts can also run in separate processes before the study collects them)."""
-    common = dict(n_queries=spec.n_queries, n_snapshots=spec.n_snapshots, dim=spec.dim)
+    common: dict[str, Any] = dict(n_queries=spec.n_queries, n_snapshots=spec.n_snapshots, dim=spec.dim)
     key: dict[str, Any] = {"methods": list(spec.methods), **common}
     compute: Callable[[], dict[str, Any]]
     if part == "removal":
@@ -240,10 +240,33 @@ def _est(d: dict[str, Any]) -> Estimate:
 def _removal_line(methods: tuple[str, ...] | list[str], removal: dict[str, Any]) -> str:
     wins = {m: ks for m, ks in removal["beats_random_poison_at_k"].items() if ks}
     if wins:
-        return "removal: " + ", ".join(
+        head = "removal: " + ", ".join(
             f"{METHOD_NAMES.get(m, m)} beats random-poison removal at k={ks}" for m, ks in wins.items()
         )
-    return "removal: no method beats removing k random poisoned examples (intervals overlap at every k)"
+    else:
+        head = "removal: no method beats removing k random poisoned examples with separated intervals"
+    # The install's own seed-to-seed spread widens both arms' intervals; the same seed's two
+    # reinstalls differ only by which examples left, so the paired gap is the sharper comparison.
+    paired = [
+        f"{METHOD_NAMES.get(m, m)} k={k} {_est(cell['gap_vs_random_poison'])}"
+        for m in methods
+        for k, cell in removal["table"][m].items()
+        if _est(cell["gap_vs_random_poison"]).lo > 0
+    ]
+    tail = (
+        " (paired by seed, attack success removed beyond random-poison: " + ", ".join(paired) + ")"
+        if paired
+        else ""
+    )
+    by_order = removal.get("beats_earliest_poison_at_k") or {}
+    if by_order:
+        order_wins = [f"{METHOD_NAMES.get(m, m)} at k={ks}" for m, ks in by_order.items() if ks]
+        tail += (
+            "; beats removing the earliest k poisoned: " + ", ".join(order_wins)
+            if order_wins
+            else "; none beats removing the earliest k poisoned examples"
+        )
+    return head + tail
 
 
 def _two_trigger_line(methods: tuple[str, ...] | list[str], two: dict[str, Any]) -> str:
@@ -287,16 +310,16 @@ def _answer(methods: tuple[str, ...], parts: dict[str, Any]) -> str:
 def _removal_rows(result: dict[str, Any]) -> list[list[str]]:
     table = result["removal"]["table"]
     rows = []
-    for arm in [*result["methods"], RANDOM_POISON, RANDOM]:
+    for arm in [*result["methods"], RANDOM_POISON, RANDOM, EARLIEST_POISON, LATEST_POISON]:
         for k, cell in table.get(arm, {}).items():
-            gap = cell["gap_vs_random_poison"]
+            gaps = [cell.get(f"gap_vs_{versus}") for versus in ("random_poison", "earliest_poison")]
             rows.append(
                 [
                     METHOD_NAMES.get(arm, arm),
                     k,
                     f"{cell['poison_removed']:.0f}",
                     str(_est(cell["attack_success"])),
-                    str(_est(gap)) if gap else "-",
+                    *(str(_est(g)) if g else "-" for g in gaps),
                 ]
             )
     return rows
@@ -320,7 +343,14 @@ def _method_rows(result: dict[str, Any]) -> list[list[str]]:
     ]
 
 
-REMOVAL_HEAD = ["removed by", "k", "poison removed", "attack success after", "gain over random-poison"]
+REMOVAL_HEAD = [
+    "removed by",
+    "k",
+    "poison removed",
+    "attack success after",
+    "gain over random-poison (paired)",
+    "gain over earliest-poison (paired)",
+]
 METHOD_HEAD = [
     "method",
     *(
