@@ -153,19 +153,14 @@ def _pool_cell(cells: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _grid_fit(grid: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """SL-CAI harmlessness regressed on the critic's balanced agreement over every (cell, seed)."""
+def _ols(points: list[tuple[float, float]]) -> dict[str, Any] | None:
+    """Least-squares line through ``(x, y)`` points with a t95 interval on the slope."""
     from scipy import stats as st
 
-    xs, ys = [], []
-    for g in grid:
-        for c in g["cells"]:
-            s, n = c["arms"]["sl-cai"]["harmless"]
-            if n and math.isfinite(c["feedback"]["policy_balanced"]):
-                xs.append(c["feedback"]["policy_balanced"])
-                ys.append(s / n)
-    if len(xs) < 3 or len(set(xs)) < 2:
+    points = [(x, y) for x, y in points if math.isfinite(x) and math.isfinite(y)]
+    if len(points) < 3 or len({x for x, _ in points}) < 2:
         return None
+    xs, ys = [x for x, _ in points], [y for _, y in points]
     fit = st.linregress(xs, ys)
     half = st.t.ppf(0.975, len(xs) - 2) * fit.stderr
     return {
@@ -173,7 +168,41 @@ def _grid_fit(grid: list[dict[str, Any]]) -> dict[str, Any] | None:
         "intercept": fit.intercept,
         "r": fit.rvalue,
         "spearman": float(st.spearmanr(xs, ys).statistic),
-        "points": [[x, y] for x, y in zip(xs, ys, strict=True)],
+        "points": [[x, y] for x, y in points],
+    }
+
+
+def _cell_points(grid: list[dict[str, Any]], x: Any, metric: str) -> list[tuple[float, float]]:
+    out = []
+    for g in grid:
+        for c in g["cells"]:
+            s, n = c["arms"]["sl-cai"][metric]
+            xv = x(c["feedback"])
+            if n and xv is not None:
+                out.append((float(xv), s / n))
+    return out
+
+
+def _rate_of(counts: dict[str, int], hit: str, total: str) -> float | None:
+    return counts[hit] / counts[total] if counts[total] else None
+
+
+def _grid_fit(grid: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """SL-CAI harmlessness regressed on the critic's balanced agreement over every (cell, seed)."""
+    return _ols(_cell_points(grid, lambda f: f["policy_balanced"], "harmless"))
+
+
+def _critic_rate_fits(grid: list[dict[str, Any]]) -> dict[str, Any]:
+    """Which of the critic's error rates drives which outcome, over every (cell, seed): SL-CAI
+    harmlessness on its true-positive rate, SL-CAI evasiveness on its false-positive rate."""
+
+    def false_pos(f: dict[str, Any]) -> float | None:
+        tnr = _rate_of(f["policy"], "tn", "neg")
+        return None if tnr is None else 1.0 - tnr
+
+    return {
+        "harmless_vs_tpr": _ols(_cell_points(grid, lambda f: _rate_of(f["policy"], "tp", "pos"), "harmless")),
+        "evasive_vs_fpr": _ols(_cell_points(grid, false_pos, "evasive")),
     }
 
 
@@ -220,6 +249,7 @@ def run_cai(store: Store, spec: CAISpec) -> dict[str, Any]:
         "main": main,
         "grid": grid,
         "grid_fit": _grid_fit(grid),
+        "critic_rate_fits": _critic_rate_fits(grid),
         "smaller_critic_minus_larger": _smaller_critic(grid),
         "timing": {"stage_seconds": seconds},
     }
@@ -291,6 +321,9 @@ def format_cai(result: dict[str, Any]) -> str:
         lines.append(
             f"harmlessness vs critic balanced agreement: slope {_fmt(fit['slope'])}, r {fit['r']:.2f}"
         )
+    for name, f in (result.get("critic_rate_fits") or {}).items():
+        if f:
+            lines.append(f"SL-CAI {name.replace('_', ' ')}: slope {_fmt(f['slope'])}, r {f['r']:.2f}")
     lines.append(f"stage seconds: {result['timing']['stage_seconds']}")
     return "\n".join(lines)
 
@@ -335,6 +368,12 @@ def cai_html(result: dict[str, Any]) -> str:
         if fit
         else "<p>Grid fit: fewer than 3 distinct points.</p>"
     )
+    for name, f in (result.get("critic_rate_fits") or {}).items():
+        if f:
+            fit_text += (
+                f"<p>SL-CAI {h.esc(name.replace('_', ' '))} of the critic over every (cell, seed): slope "
+                f"{h.estimate(f['slope'])}, r = {f['r']:.2f}.</p>"
+            )
     smaller = result.get("smaller_critic_minus_larger")
     if smaller:
         fit_text += (
