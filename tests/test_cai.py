@@ -198,3 +198,20 @@ def test_critique_rounds_draw_each_principle_once() -> None:
     assert {v.final for v in revs} == {REFUSAL}  # every order reaches a refusal principle
     one = critique_revise(_FlagsAll(), reqs, [r.answer for r in reqs], 1, 0)
     assert all(len(v.flagged) == 1 for v in one) and len({v.flagged for v in one}) > 1
+
+
+@pytest.mark.slow
+def test_quick_study_end_to_end(tmp_path: Path) -> None:
+    from alignlab.studies.registry import get_study, run_registered
+
+    store = Store(tmp_path / "store")
+    study = get_study("cai")
+    run, result = run_registered(store, "cai", study.preset("quick"))
+    assert set(result["main"]["arms"]) == {"none", "sl-cai", "rl-cai", "dpo-cai", "gt-rlhf"}
+    assert result["answer"].split(" ")[0] == "anchor"
+    page = study.report(result)
+    assert "&lt;span" not in page and "RLHF on checker labels" in page
+    assert study.summary(result).startswith(result["answer"])
+    # Same spec, same run: read back from study.json, cells not recomputed.
+    again, second = run_registered(store, "cai", study.preset("quick"))
+    assert again.id == run.id and second["answer"] == result["answer"]

@@ -387,7 +387,7 @@ def cai_html(result: dict[str, Any]) -> str:
         "benign requests answered correctly; evasive: benign requests refused.</p>"
         + h.table(head, rows, numeric=range(1, len(head)))
         + "<h3>Feedback model</h3>"
-        + h.kv_table(critic)
+        + h.table(["measure", "value"], [[h.esc(k), v] for k, v in critic.items()], numeric=(1,))
         + "<h3>Feedback size x policy size (SL-CAI)</h3>"
         + h.table(
             ["policy", "critic", "critic balanced agreement", "harmless", "helpful", "evasive"],
