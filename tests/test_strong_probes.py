@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,6 +29,7 @@ from alignlab.interp import defection as defection_mod
 from alignlab.interp.activations import encode_texts, last_token_activations
 from alignlab.interp.defection import behaviour_pairs, defection_probe, insert_trigger, yes_no_pairs
 from alignlab.model import Transformer
+from alignlab.model.tokenizer import VOCAB_SIZE
 from alignlab.tasks import DEFAULT_MIX, format_prompt, sample_examples
 
 from conftest import TINY_CFGS, make_model
@@ -118,6 +120,11 @@ def test_floor_follows_the_contrast_pairs_not_the_trigger(model: Transformer) ->
 D, N_EVAL, N_PAIRS = 64, 40, 8
 
 
+# Activations are planted (see `_planted`), so the model is never run: a stand-in that only says
+# which tokenizer encodes the texts (the character one, by its vocabulary size).
+_CHAR_MODEL = SimpleNamespace(cfg=SimpleNamespace(d_vocab=VOCAB_SIZE))
+
+
 def _planted(
     monkeypatch: pytest.MonkeyPatch, trigger_shift: torch.Tensor, seed: int = 0
 ) -> tuple[tuple[list[str], list[str]], list[str], list[str]]:
@@ -143,7 +150,7 @@ def _planted(
     def acts(model: object, seqs: Sequence[str], hooks: Sequence[str]) -> dict[str, torch.Tensor]:
         return {h: torch.stack([table[s] for s in seqs]) for h in hooks}
 
-    monkeypatch.setattr(defection_mod, "encode_texts", lambda texts: list(texts))
+    monkeypatch.setattr(defection_mod, "encode_texts", lambda texts, tokenizer=None: list(texts))
     monkeypatch.setattr(defection_mod, "last_token_activations", acts)
     return (pos, neg), trig, clean
 
@@ -157,7 +164,7 @@ def test_floor_beats_the_random_direction_null_where_one_direction_separates(
     shift = torch.zeros(D)
     shift[0] = 4.0
     contrast, trig, clean = _planted(monkeypatch, shift)
-    res = defection_probe(None, contrast, trig, clean, ["h"], n_boot=200, n_random=100)  # type: ignore[arg-type]
+    res = defection_probe(_CHAR_MODEL, contrast, trig, clean, ["h"], n_boot=200, n_random=100)  # type: ignore[arg-type]
     # Along the feature: AUROC Phi(4 / sqrt 2) = 0.998; the contrast direction is within ~20
     # degrees of it, so >= 0.95 with room for the 40 + 40 draws.
     assert res.floor["h"].lo >= 0.9 and res.floor["h"].value >= 0.95, res.floor["h"]
@@ -171,7 +178,7 @@ def test_random_null_flags_a_trigger_that_any_direction_separates(monkeypatch: p
     # 10 * sum(u) / |u| ~ N(0, 100) noise SDs, beyond the 2.3 that AUROC 0.95 needs with
     # probability P(|Z| > 0.23) = 0.82. The floor is then high for a reason unrelated to the pairs.
     contrast, trig, clean = _planted(monkeypatch, torch.full((D,), 10.0), seed=1)
-    res = defection_probe(None, contrast, trig, clean, ["h"], n_boot=200, n_random=100)  # type: ignore[arg-type]
+    res = defection_probe(_CHAR_MODEL, contrast, trig, clean, ["h"], n_boot=200, n_random=100)  # type: ignore[arg-type]
     assert 0.65 <= res.random_control["h"] <= 0.95, res.random_control
     # The logistic ceiling sees the classes perfectly.
     assert res.ceiling["h"].value >= 0.99
