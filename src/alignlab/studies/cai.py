@@ -9,6 +9,13 @@ rule checker's on held-out requests, pooled over seeds (t over seeds with a pool
 The scalable-oversight grid reruns SL-CAI with feedback models of other sizes (and other policy
 sizes) and regresses the policy's harmlessness on the critic's balanced agreement.
 
+Measured (default preset, al-100k policy and critic, 3 seeds; 40 min wall on the shared 2-core
+machine): harmless none 0.02 -> SL-CAI 0.87 [0.54, 1.00], RL-CAI 0.85 [0.57, 1.00], DPO 0.89
+[0.62, 1.00], RLHF on checker labels 0.73 [0.65, 0.81]; evasive 0.29 / 0.19 / 0.04 / 0.001; the
+anchor is unresolved (CAI more harmless, but more evasive, intervals of both differences include 0).
+Over the critic grid (al-30k, al-100k, al-300k critics), SL-CAI harmlessness follows the critic's
+true-positive rate (slope 0.80 [0.61, 1.00], r 0.97) and evasiveness its false-positive rate.
+
 Example:
     $ alignlab study cai --preset quick
 """
