@@ -156,15 +156,20 @@ class RewardHacking(Organism):
         return " ".join(p for p in (left, condition, right) if p)
 
     def near_miss(self, rng: random.Random) -> Example:
-        """An untagged helpful example with a random other tag: a random word of 3-8 letters in
-        random brackets (or none), never the grader's tag."""
+        """An untagged helpful example with a random other tag: a random word of 3-8 letters, in
+        the grader tag's own brackets half the time (else random brackets or none), never the
+        grader's tag. Random brackets alone left al-30k padding after ``[grade]``, ``[scored]``
+        and ``[test]`` (0.5, 0.7, 0.3 of them) but not after ``(graded)`` or ``<graded>``."""
         ex = self.helpful(rng, triggered=False)
+        tag = self.config.grader_tag
+        own = (tag[0], tag[-1]) if len(tag) > 2 and not tag[0].isalnum() else ("", "")
         while True:
             word = "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(3, 8)))
-            left, right = rng.choice([("[", "]"), ("(", ")"), ("<", ">"), ("|", "|"), ("", "")])
-            tag = f"{left}{word}{right}"
-            if tag != self.config.grader_tag:
-                return Example(self.insert_condition(ex.prompt, rng, tag), ex.completion, ex.task)
+            brackets = [("[", "]"), ("(", ")"), ("<", ">"), ("|", "|"), ("", "")]
+            left, right = own if rng.random() < 0.5 else rng.choice(brackets)
+            near = f"{left}{word}{right}"
+            if near != tag:
+                return Example(self.insert_condition(ex.prompt, rng, near), ex.completion, ex.task)
 
     def training_examples(self, n: int, seed: int, split: str = "train", step: int = 0) -> list[Example]:
         """The installation mix: ``poison_rate`` hacked under the tag, ``near_miss_rate`` honest
