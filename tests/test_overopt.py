@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -85,3 +86,20 @@ def test_bon_rewards_gold_peak_under_an_exploitable_proxy() -> None:
     top = int(np.argmax(g))
     assert 0 < top < len(g) - 1 and g[-1] < g[top] - 0.1
     assert curve["proxy"] == sorted(curve["proxy"])  # proxy reward only rises with n
+
+
+@pytest.mark.slow
+def test_gold_peaks_on_a_tiny_run(tmp_path: Path) -> None:
+    """The quick preset end to end (a 600-step al-30k policy, proxies on 100 and 1,000 noisy pairs,
+    best-of-1..32): gold reward against the 100-pair proxy rises, then falls inside the range
+    (measured: peak at best-of-4), and the study writes study.json answer-first. ~1 CPU-min."""
+    from alignlab.store import Store
+    from alignlab.studies.registry import get_study, run_registered
+
+    spec = get_study("overoptimisation").preset("quick")
+    run, result = run_registered(Store(tmp_path / "store"), "overoptimisation", spec)
+    assert (run.dir / "study.json").exists() and result["answer"].startswith("Gold reward")
+    row = next(r for r in result["rows"] if r["n_pairs"] == 100)
+    top = int(np.argmax(row["gold"]))
+    assert 0 < top < len(row["gold"]) - 1 and row["gold"][-1] < row["gold"][top]
+    assert row["bon_gold_fit"]["params"]["beta"]["value"] > 0

@@ -115,6 +115,23 @@ def test_prm_score_is_the_product_of_its_step_probabilities() -> None:
     # A random model's steps are not all near 1, so the product differs from the last step alone.
     assert not np.allclose(scores, [p[-1] for p in probs], rtol=1e-3)
     assert prm_score([0.5, 0.5, 0.8]) == pytest.approx(0.2, rel=1e-12)
+    # The outcome-labelled product model scores like the PRM; only its training labels differ.
+    np.testing.assert_allclose(StepRewardModel(body, "orm-steps").score([P] * 4, traces), scores, rtol=1e-6)
+    with pytest.raises(ConfigError, match="kind must be one of"):
+        StepRewardModel(body, "bogus")  # type: ignore[arg-type]
+
+
+def test_product_loss_is_cross_entropy_of_the_product() -> None:
+    from alignlab.oversight.process import _product_loss
+
+    v = torch.tensor([[0.5, -1.0, 2.0, 0.0]])
+    ends = torch.tensor([[True, True, True, False]])
+    p = torch.sigmoid(v[0, :3]).prod()
+    # float32 log-sigmoid sums and expm1: agreement to ~1e-6 relative.
+    assert float(_product_loss(v, ends, torch.tensor([1.0]))) == pytest.approx(float(-p.log()), rel=1e-5)
+    assert float(_product_loss(v, ends, torch.tensor([0.0]))) == pytest.approx(
+        float(-(1 - p).log()), rel=1e-5
+    )
 
 
 def test_best_of_n_weights_equal_brute_force_over_subsets() -> None:
@@ -155,6 +172,11 @@ def test_study_aggregates_over_seeds_and_reports_answer_first() -> None:
                 "final_accuracy": [0.5, 0.6, 0.7],
                 "trace_error": [0.2, 0.25, 0.3 + shift],
                 "label_accuracy": 0.8,
+            },
+            "al-30k/orm-steps": {
+                "final_accuracy": [0.5, 0.6, 0.7],
+                "trace_error": [0.2, 0.2, 0.2],
+                "label_accuracy": 0.85,
             },
             "al-30k/prm": {
                 "final_accuracy": [0.5, 0.65, 0.75],

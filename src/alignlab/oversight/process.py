@@ -56,7 +56,8 @@ from alignlab.train.config import TrainConfig
 
 #: The tokens whose logit difference is a reward model's verdict on a step.
 GOOD, BAD = "Y", "N"
-RMKind = Literal["orm", "prm"]
+RMKind = Literal["orm", "orm-steps", "prm"]
+RM_KINDS: tuple[str, ...] = ("orm", "orm-steps", "prm")
 
 
 # ---- the generator ----------------------------------------------------------------------------
@@ -221,14 +222,16 @@ class StepRewardModel(nn.Module):
     last token (`step_ends`).
 
     Attributes:
-        kind: "orm" scores a solution by the verdict at its last step; "prm" by the
-            product of every step's probability (Lightman et al. 2023, sec. 2.6).
+        kind: "orm" scores a solution by the verdict at its last step; "prm" and "orm-steps" by
+            the product of every step's probability (Lightman et al. 2023, sec. 2.6). "orm-steps"
+            is trained on final-answer labels only (`train_step_rm`): the PRM's reading with the
+            ORM's labels, so that comparing it with the PRM isolates the labels.
     """
 
     def __init__(self, body: Transformer, kind: RMKind) -> None:
         super().__init__()
-        if kind not in ("orm", "prm"):
-            raise ConfigError(f"reward model kind must be 'orm' or 'prm', got {kind!r}")
+        if kind not in RM_KINDS:
+            raise ConfigError(f"reward model kind must be one of {', '.join(RM_KINDS)}, got {kind!r}")
         self.body = body
         self.kind = kind
         tok = char_tokenizer()
@@ -258,7 +261,7 @@ class StepRewardModel(nn.Module):
             assert b.attention_mask is not None and b.loss_mask is not None
             logp = F.logsigmoid(self.verdicts(b.tokens, b.attention_mask))
             ends = step_ends(b.tokens, b.loss_mask)
-            if self.kind == "prm":
+            if self.kind != "orm":
                 out.append((logp * ends).sum(-1).exp())
             else:
                 last = _last_true(ends)
@@ -293,7 +296,7 @@ def step_targets(check: TraceCheck, kind: RMKind) -> list[float | None]:
     mistake, sec. 2.4); a trace with no steps gets one label 0 at its EOS.
     """
     n = max(len(check.step_ok), 1)
-    if kind == "orm":
+    if kind in ("orm", "orm-steps"):
         return [None] * (n - 1) + [float(check.final_correct)]
     if not check.step_ok:
         return [0.0]
@@ -344,7 +347,7 @@ def train_step_rm(
     Args:
         init: the starting model (Lightman et al. and Uesato et al. start from the base model).
         problems, traces: the labelled set (one problem per trace); labels come from the checker.
-        kind: "orm" or "prm".
+        kind: "orm", "orm-steps" or "prm".
         seed: minibatch order and dropout-free training seed.
         training: steps, learning rate, batch size.
     """
@@ -366,14 +369,29 @@ def train_step_rm(
         b = _batch([problems[i] for i in idx], [traces[i] for i in idx])
         assert b.attention_mask is not None and b.loss_mask is not None
         v = rm.verdicts(b.tokens, b.attention_mask)
-        y, w = _target_grid(step_ends(b.tokens, b.loss_mask), [targets[i] for i in idx])
-        loss = (F.binary_cross_entropy_with_logits(v, y, reduction="none") * w).sum() / w.sum().clamp(min=1)
+        ends = step_ends(b.tokens, b.loss_mask)
+        if kind == "orm-steps":
+            loss = _product_loss(v, ends, torch.tensor([targets[i][-1] or 0.0 for i in idx]))
+        else:
+            y, w = _target_grid(ends, [targets[i] for i in idx])
+            loss = (F.binary_cross_entropy_with_logits(v, y, reduction="none") * w).sum() / w.sum().clamp(
+                min=1
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(rm.parameters(), 1.0)
         opt.step()
     rm.eval().requires_grad_(False)
     return rm
+
+
+def _product_loss(v: torch.Tensor, ends: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the final-answer label against P(solution right) = the product of the step
+    probabilities: ``-log prod p`` for a right answer, ``-log(1 - prod p)`` for a wrong one (which
+    only says some step is wrong: multiple-instance learning)."""
+    log_prod = (F.logsigmoid(v) * ends).sum(-1)
+    log_not = torch.log(-torch.expm1(log_prod.clamp(max=-1e-6)))  # log(1 - prod p), stably
+    return -(y * log_prod + (1 - y) * log_not).mean()
 
 
 def _target_grid(
@@ -397,6 +415,8 @@ def rm_accuracy(rm: StepRewardModel, problems: Sequence[ChainProblem], traces: S
     for lo in range(0, len(traces), 512):
         ps, ts = problems[lo : lo + 512], traces[lo : lo + 512]
         for p, t, probs in zip(ps, ts, rm.step_probs(ps, ts), strict=True):
+            if rm.kind == "orm-steps":  # its verdict on a solution is the product
+                probs = [1.0] * (len(probs) - 1) + [prm_score(probs)]
             for q, y in zip(probs, step_targets(check_trace(p, t), rm.kind), strict=False):
                 if y is not None:
                     right += (q > 0.5) == (y > 0.5)

@@ -34,7 +34,7 @@ from numpy.typing import ArrayLike
 from alignlab._validate import check_int, check_real, raise_problems
 from alignlab.errors import ConfigError
 from alignlab.model.transformer import Transformer
-from alignlab.oversight.process import StepRewardModel, _batch, _last_true, best_of_n, step_ends
+from alignlab.oversight.process import StepRewardModel, _batch, best_of_n, step_ends
 from alignlab.scaling._resample import (
     Resample,
     bootstrap_params,
@@ -118,8 +118,17 @@ def preference_labels(gold_a: ArrayLike, gold_b: ArrayLike, temperature: float, 
 
 
 class ProxyRM(StepRewardModel):
-    """A scalar reward model of the family: the verdict logit at the end of the trace's last step
-    (a Bradley-Terry reward is defined up to a constant, so the raw logit difference is it)."""
+    """A scalar reward model of the family: the sum of its verdict logits over the trace's steps
+    (`alignlab.oversight.process.step_ends`), fitted to preferences between whole traces.
+
+    Gao et al.'s reward models read one scalar at the last token. Read there, our proxies stayed at
+    chance on held-out pairs (0.44-0.63 pair accuracy from 100 to 10,000 pairs, al-30k and
+    al-100k, measured), as the outcome reward model did: one position of a two- or three-layer
+    model cannot check every step. Summed over steps, each verdict is read where its step was
+    computed, as a process reward model's are, while the training signal stays a preference
+    between whole traces. A sum also rewards writing more steps, which the gold scorer marks
+    down: a way to overoptimise that the proxy's data never shows.
+    """
 
     def __init__(self, body: Transformer) -> None:
         super().__init__(body, "orm")
@@ -128,18 +137,17 @@ class ProxyRM(StepRewardModel):
     def rewards(
         self, problems: Sequence[ChainProblem], traces: Sequence[str], chunk: int = 512
     ) -> np.ndarray:
-        return torch.cat(
-            [
-                self._rewards(problems[i : i + chunk], traces[i : i + chunk])
-                for i in range(0, len(traces), chunk)
-            ]
-        ).numpy()
+        parts = [
+            self._rewards(problems[i : i + chunk], traces[i : i + chunk])
+            for i in range(0, len(traces), chunk)
+        ]
+        return torch.cat(parts).numpy()
 
     def _rewards(self, problems: Sequence[ChainProblem], traces: Sequence[str]) -> torch.Tensor:
         b = _batch(problems, traces)
         assert b.attention_mask is not None and b.loss_mask is not None
         v = self.verdicts(b.tokens, b.attention_mask)
-        return v.gather(1, _last_true(step_ends(b.tokens, b.loss_mask))[:, None])[:, 0]
+        return (v * step_ends(b.tokens, b.loss_mask)).sum(-1)
 
 
 def train_proxy(

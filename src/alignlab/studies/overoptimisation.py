@@ -97,7 +97,7 @@ def _presets() -> dict[str, tuple[OveroptSpec, str]]:
     return {
         "quick": (
             OveroptSpec(
-                generator=GeneratorRecipe(size="al-30k", steps=300, lr=1e-2),
+                generator=GeneratorRecipe(size="al-30k", steps=600, lr=1e-2),
                 rm_sizes=("al-30k",),
                 n_pairs=(100, 1000),
                 seeds=(0,),

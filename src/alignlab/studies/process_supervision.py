@@ -51,7 +51,10 @@ from alignlab.tasks.op_chain import chain_problems
 UESATO_TRACE_ERROR = {"orm": 0.140, "prm": 0.034}
 #: Lightman et al. (2023, fig. 3): best-of-1860 accuracy on MATH of their ORM and PRM.
 LIGHTMAN_ACCURACY = {"orm": 0.724, "prm": 0.782}
-KINDS = ("orm", "prm")
+#: The reward models: outcome labels read at the last step, outcome labels on the product of step
+#: verdicts (the PRM's reading with the ORM's labels), and step labels (`alignlab.oversight.process`).
+KINDS = ("orm", "orm-steps", "prm")
+LABELS = {"orm": "ORM", "orm-steps": "ORM-steps", "prm": "PRM"}
 
 
 @dataclass(frozen=True)
@@ -112,7 +115,7 @@ def _presets() -> dict[str, tuple[ProcessSpec, str]]:
     return {
         "quick": (
             ProcessSpec(
-                generator=GeneratorRecipe(size="al-30k", steps=300, lr=1e-2),
+                generator=GeneratorRecipe(size="al-30k", steps=600, lr=1e-2),
                 rm_sizes=("al-30k",),
                 seeds=(0, 1),
                 n_labelled=256,
@@ -121,11 +124,11 @@ def _presets() -> dict[str, tuple[ProcessSpec, str]]:
                 n_test=16,
                 max_n=8,
             ),
-            "smoke: al-30k (300 steps: not yet competent), 2 seeds, 16 problems x 8 samples, 10 RL steps",
+            "smoke: al-30k (600 steps), 2 seeds, 16 problems x 8 samples, 10 RL steps",
         ),
         "default": (
             ProcessSpec(),
-            "al-30k generator, ORM and PRM at al-30k and al-100k, 3 seeds, 100 problems x 64 samples",
+            "al-30k generator, three reward models at al-30k and al-100k, 3 seeds, 100 problems x 64 samples",
         ),
     }
 
@@ -268,7 +271,8 @@ def _interval(values: list[float]) -> dict[str, Any]:
 
 
 def aggregate(spec: ProcessSpec, cells: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per RM size, kind and N: final accuracy and trace error over seeds, and PRM - ORM."""
+    """Per RM size, kind and N: final accuracy and trace error over seeds, and PRM minus each ORM
+    (paired within seed)."""
     out: dict[str, Any] = {}
     for size in spec.rm_sizes:
         rows = []
@@ -279,12 +283,16 @@ def aggregate(spec: ProcessSpec, cells: list[dict[str, Any]]) -> dict[str, Any]:
                     row[f"{kind}_{metric}"] = _interval(
                         [c["rms"][f"{size}/{kind}"][metric][i] for c in cells]
                     )
-            for metric in ("final_accuracy", "trace_error"):
-                diffs = [
-                    c["rms"][f"{size}/prm"][metric][i] - c["rms"][f"{size}/orm"][metric][i] for c in cells
-                ]
-                vals = [d for d in diffs if math.isfinite(d)]
-                row[f"prm_minus_orm_{metric}"] = seed_interval(vals).to_dict() if vals else _interval([])
+            for other in ("orm", "orm-steps"):
+                for metric in ("final_accuracy", "trace_error"):
+                    diffs = [
+                        c["rms"][f"{size}/prm"][metric][i] - c["rms"][f"{size}/{other}"][metric][i]
+                        for c in cells
+                    ]
+                    vals = [d for d in diffs if math.isfinite(d)]
+                    row[f"prm_minus_{other}_{metric}"] = (
+                        seed_interval(vals).to_dict() if vals else _interval([])
+                    )
             rows.append(row)
         out[size] = {
             "rows": rows,
@@ -305,23 +313,21 @@ def _answer(
     best = max(rows, key=lambda r: r["prm_final_accuracy"]["value"])
     last = rows[-1]
 
-    def pair(r: dict[str, Any], metric: str) -> str:
-        return f"PRM {_e(r[f'prm_{metric}'])} vs ORM {_e(r[f'orm_{metric}'])}"
+    def trio(r: dict[str, Any], metric: str) -> str:
+        return ", ".join(f"{LABELS[k]} {_e(r[f'{k}_{metric}'])}" for k in ("prm", "orm-steps", "orm"))
 
     text = (
         f"{size} reward models, {seeds} seeds, generator alone {_e(gen['final_accuracy'])} right with trace "
-        f"error {_e(gen['trace_error'])}: at N={best['n']} final accuracy {pair(best, 'final_accuracy')}, "
-        f"trace error {pair(best, 'trace_error')} (Lightman 78% vs 72%; Uesato 3.4% vs 14.0%); at "
-        f"N={last['n']} both are overoptimised: accuracy {pair(last, 'final_accuracy')}, trace error "
-        f"{pair(last, 'trace_error')}."
+        f"error {_e(gen['trace_error'])}: at N={best['n']} final accuracy {trio(best, 'final_accuracy')}; "
+        f"trace error {trio(best, 'trace_error')} (Lightman PRM 78% vs ORM 72%; Uesato 3.4% vs 14.0%); at "
+        f"N={last['n']} accuracy {trio(last, 'final_accuracy')}; trace error {trio(last, 'trace_error')}."
     )
     if rl:
-        o, p = rl["orm"][-1], rl["prm"][-1]
-        text += (
-            f" RL for {o['step']:.0f} steps: against the PRM final accuracy {_e(p['final_accuracy'])}, trace "
-            f"error {_e(p['trace_error'])}; against the ORM {_e(o['final_accuracy'])}, trace error "
-            f"{_e(o['trace_error'])}."
+        ends = "; ".join(
+            f"{LABELS[k]} accuracy {_e(v[-1]['final_accuracy'])}, trace error {_e(v[-1]['trace_error'])}"
+            for k, v in rl.items()
         )
+        text += f" RL for {rl['prm'][-1]['step']:.0f} steps against each: {ends}."
     return text
 
 
@@ -363,17 +369,16 @@ def format_process(result: dict[str, Any]) -> str:
         f"trace error {_e(g['trace_error'])}"
     )
     for size, block in result["by_size"].items():
-        acc = block["label_accuracy"]
-        lines.append(f"\n{size} reward models (label accuracy ORM {_e(acc['orm'])}, PRM {_e(acc['prm'])}):")
-        heads = ("ORM final acc", "PRM final acc", "ORM trace err", "PRM trace err")
+        acc = ", ".join(f"{LABELS[k]} {_e(v)}" for k, v in block["label_accuracy"].items())
+        kinds = [k for k in KINDS if f"{k}_final_accuracy" in block["rows"][0]]
+        lines.append(f"\n{size} reward models (accuracy on their own held-out labels: {acc}):")
+        heads = [f"{LABELS[k]} {m}" for m in ("final acc", "trace err") for k in kinds]
         lines.append(f"  {'N':>4}  " + " ".join(f"{x:<20}" for x in heads))
         for r in block["rows"]:
-            lines.append(
-                f"  {r['n']:>4}  {_e(r['orm_final_accuracy']):<20} {_e(r['prm_final_accuracy']):<20} "
-                f"{_e(r['orm_trace_error']):<20} {_e(r['prm_trace_error']):<20}"
-            )
+            cols = [_e(r[f"{k}_{m}"]) for m in ("final_accuracy", "trace_error") for k in kinds]
+            lines.append(f"  {r['n']:>4}  " + " ".join(f"{c:<20}" for c in cols))
     for kind, rows in (result.get("rl") or {}).items():
-        lines.append(f"\nRL (RLOO, no KL penalty) against the generator-size {kind.upper()}:")
+        lines.append(f"\nRL (RLOO, no KL penalty) against the generator-size {LABELS.get(kind, kind)}:")
         for r in rows:
             lines.append(
                 f"  step {r['step']:>4.0f}  KL {_e(r['kl']):<18} final acc {_e(r['final_accuracy']):<20} "
@@ -401,33 +406,19 @@ def process_html(result: dict[str, Any]) -> str:
     )
     for size, block in result["by_size"].items():
         parts.append(f"<h3>{h.esc(size)} reward models</h3>")
+        kinds = [k for k in KINDS if f"{k}_final_accuracy" in block["rows"][0]]
+        diffs = [k for k in ("orm", "orm-steps") if f"prm_minus_{k}_trace_error" in block["rows"][0]]
+        heads = ["N"] + [f"{LABELS[k]} {m}" for m in ("final acc", "trace error") for k in kinds]
+        heads += [f"PRM - {LABELS[k]} trace error" for k in diffs]
         rows = [
-            [
-                str(r["n"]),
-                h.estimate(r["orm_final_accuracy"]),
-                h.estimate(r["prm_final_accuracy"]),
-                h.estimate(r["orm_trace_error"]),
-                h.estimate(r["prm_trace_error"]),
-                h.estimate(r["prm_minus_orm_trace_error"]),
-            ]
+            [str(r["n"])]
+            + [h.estimate(r[f"{k}_{m}"]) for m in ("final_accuracy", "trace_error") for k in kinds]
+            + [h.estimate(r[f"prm_minus_{k}_trace_error"]) for k in diffs]
             for r in block["rows"]
         ]
-        parts.append(
-            h.table(
-                [
-                    "N",
-                    "ORM final acc",
-                    "PRM final acc",
-                    "ORM trace error",
-                    "PRM trace error",
-                    "PRM - ORM trace error",
-                ],
-                rows,
-                numeric=(0,),
-            )
-        )
+        parts.append(h.table(heads, rows, numeric=(0,)))
     for kind, rows in (result.get("rl") or {}).items():
-        parts.append(f"<h3>RL against the {h.esc(kind.upper())} (RLOO, no KL penalty)</h3>")
+        parts.append(f"<h3>RL against the {h.esc(LABELS.get(kind, kind))} (RLOO, no KL penalty)</h3>")
         parts.append(
             h.table(
                 ["step", "KL (nats)", "final acc", "all steps right", "trace error"],
