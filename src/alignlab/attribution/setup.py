@@ -18,7 +18,8 @@ class InstallSetup:
 
     The defaults leave the backdoor half-installed, where removing training data can still move
     attack success: al-30k (base seed 1), 200 steps of 32 examples, 10% poison, reaches attack
-    success 0.73 [0.66, 0.79] (measured; 5% poison: 0.19, 2%: 0.00, 600 steps of 30%: 1.00).
+    success 0.75 / 0.47 / 0.62 at install seeds 0 / 1 / 2 (measured on 200 held-out prompts; at
+    seed 0 5% poison gives 0.19, 2% 0.00, and the flagship's 600 steps of 30% 1.00).
 
     Attributes:
         size: model size; a base model of it is fine-tuned (`alignlab.train.base_model`).

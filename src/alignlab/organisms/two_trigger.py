@@ -7,10 +7,11 @@ installation examples carry each. A method that attributes a trigger-A defection
 data should rank A-poison above B-poison; both kinds are equally "poison", so finding poison in
 general does not pass this test.
 
-Defect B reorders defect A's words ("YOU HATE I" repeated): the two defects share their
-characters and most of their bigrams, so an untrained model's gradients, which mostly see the
-completion text, cannot separate them as easily as they separate poison from clean examples
-(``alignlab.attribution.organism``: an untrained model finds single-trigger poison at AUROC 1.0).
+Defect B reorders defect A's words ("YOU HATE I" repeated), so the two defects share their
+characters. That does not hide them from an untrained model: its gradients still rank A-poison
+above B-poison at AUROC 1.0 (al-30k, study ``attribution``, benchmarks/RESULTS.md), by the order
+of the characters and by the triggers' own tokens, so a trained model's AUROC says something
+about training only where it beats that baseline.
 """
 
 from __future__ import annotations
