@@ -101,7 +101,10 @@ def _presets() -> dict[str, tuple[EvalControlsSpec, str]]:
     quick = EvalControlsSpec(sizes=("al-30k",), seeds=(0,), steps=20, related="")
     return {
         "quick": (quick, "smoke: al-30k, 1 seed, 20 fine-tuning steps (~1 CPU-min)"),
-        "default": (EvalControlsSpec(), "al-30k/100k/300k x 3 seeds, plant and sham, 300 steps each"),
+        "default": (
+            EvalControlsSpec(),
+            "al-30k/100k/300k x 3 seeds, plant and sham, 300 steps each (~1 CPU-hour, al-300k half of it)",
+        ),
     }
 
 
