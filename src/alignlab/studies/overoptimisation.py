@@ -58,7 +58,9 @@ class OveroptSpec:
         n_test: held-out problems of the best-of-n arm.
         max_n: samples per held-out problem; n = 1, 2, 4, ... up to it.
         rl: the RL arm (``steps`` 0: best-of-n only).
-        rl_sizes: proxy sizes the RL arm runs against (every data size).
+        rl_sizes: proxy sizes the RL arm runs against (every data size). The policy's own size by
+            default: the al-100k proxies stayed near chance (pair accuracy 0.43-0.61 from 100 to
+            10,000 pairs, where al-30k reached 0.76-0.80; measured), and RL against them only drifted.
     """
 
     generator: GeneratorRecipe = dataclasses.field(default_factory=GeneratorRecipe)
@@ -69,7 +71,7 @@ class OveroptSpec:
     n_test: int = 64
     max_n: int = 256
     rl: RLArm = dataclasses.field(default_factory=RLArm)
-    rl_sizes: tuple[str, ...] = ("al-100k",)
+    rl_sizes: tuple[str, ...] = ("al-30k",)
 
     def __post_init__(self) -> None:
         raise_problems(
@@ -111,7 +113,7 @@ def _presets() -> dict[str, tuple[OveroptSpec, str]]:
         ),
         "default": (
             OveroptSpec(rl=RLArm(steps=150)),
-            "proxies al-30k and al-100k on 100/1000/10000 pairs, 2 seeds, best-of-256, RL vs al-100k",
+            "proxies al-30k and al-100k on 100/1000/10000 pairs, 2 seeds, best-of-256, RL vs al-30k",
         ),
     }
 
