@@ -5,12 +5,18 @@ Lightman et al. (2023, "Let's Verify Step by Step") compare an outcome reward mo
 final answer right?) with a process reward model (PRM: is each step right?), trained on the same
 generator samples, by reranking N samples per problem. Here the problems are the modular chains of
 `alignlab.tasks.op_chain`, the generator is a model of the family trained on noisy traces, and
-both reward models are models of the family that read a verdict off the language-model head at
+the reward models are models of the family that read a verdict off the language-model head at
 the end of each step, as Lightman et al.'s PRM predicts a positive or negative token after each
 step (sec. 2.6): ``P(step ok) = sigmoid(logit[GOOD] - logit[BAD])`` at the step's last token
-(`step_ends`). The ORM is trained at the last step's on the final answer's correctness; the PRM at
-every step's up to and including the first wrong step, and a solution's PRM
-score is the product of its steps' probabilities (Lightman et al. sec. 2.6).
+(`step_ends`). The PRM is trained at every step up to and including the first wrong one, and a
+solution's PRM score is the product of its steps' probabilities (Lightman et al. sec. 2.6). Two
+outcome reward models see only whether the final answer is right: the ORM at the last step's
+verdict (Cobbe et al. 2021's verifier reads one score per solution), and ORM-steps on the product of
+step verdicts, the PRM's reading with the ORM's labels.
+
+Measured (al-30k generator and reward models, 2,048 labelled traces, 300 steps; 3 seeds): the PRM
+gets 0.95 of its held-out step labels right; both outcome models stay at chance on theirs
+(0.54), so at this scale an outcome label does not teach a step checker.
 
 Example:
     >>> run = train_generator(store, GeneratorRecipe(), seed=0)
