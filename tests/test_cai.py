@@ -12,7 +12,7 @@ from alignlab.model.hf import load
 from alignlab.model.transformer import Transformer
 from alignlab.oversight.cai import MAX_NEW, critique_revise, measure_policy, sl_cai
 from alignlab.oversight.cai_pipeline import CAIBudget
-from alignlab.oversight.cai_training import copy_model, sample_responses
+from alignlab.oversight.cai_training import sample_responses
 from alignlab.oversight.constitution import (
     KINDS,
     REFUSAL,
@@ -160,7 +160,7 @@ def test_dpo_on_revision_pairs_moves_preferences(tiny: tuple[Transformer, Feedba
     held = revision_pairs(critique_revise(_FlagsAll(), held_reqs, held_out, 1, 2))
     assert len(pairs) >= 30 and len(held) >= 30
     model, stats = dpo_train(policy, pairs, steps=15, lr=1e-3, seed=0)
-    after = dpo_margins(model, copy_model(policy), held)
+    after = dpo_margins(model, policy.clone(), held)
     # At the start the implicit rewards are all 0 (policy = reference); DPO must rank the revision
     # above the original on most unseen pairs and open a positive margin.
     assert stats.accuracy > 0.8 and after.accuracy > 0.7, (stats, after)

@@ -403,6 +403,14 @@ class Transformer(HookedModule):
     def device(self) -> torch.device:
         return self.embed.weight.device
 
+    def clone(self) -> Transformer:
+        """An independent copy: same config, weights, device and tokenizer (a fine-tuning copy, a
+        frozen reference, a reward model's body)."""
+        out = Transformer(self.cfg).to(self.device)
+        out.load_state_dict(self.state_dict())
+        out.tokenizer = self.tokenizer
+        return out
+
     @overload
     def forward(
         self,

@@ -25,12 +25,6 @@ def trimmed_batch(examples: Sequence[Example], seq_len: int) -> Batch:
     return Batch(batch.tokens[:, :width], batch.loss_mask[:, :width], batch.attention_mask[:, :width])
 
 
-def copy_model(model: Transformer) -> Transformer:
-    out = Transformer(model.cfg)
-    out.load_state_dict(model.state_dict())
-    return out
-
-
 def finetune(
     init: Transformer,
     examples: Sequence[Example],
@@ -47,7 +41,7 @@ def finetune(
     """
     if not examples:
         raise ConfigError("fine-tuning needs at least one example")
-    model = copy_model(init)
+    model = init.clone()
     torch.manual_seed(stream_seed("cai-finetune", seed))
     opt = make_adamw(model, lr)
     rng = random.Random(stream_seed("cai-finetune-order", seed))

@@ -358,9 +358,7 @@ def train_step_rm(
         training: steps, learning rate, batch size.
     """
     cfg = training or RMTraining()
-    body = Transformer(init.cfg)
-    body.load_state_dict(init.state_dict())
-    rm = StepRewardModel(body, kind)
+    rm = StepRewardModel(init.clone(), kind)
     checks = [check_trace(p, t) for p, t in zip(problems, traces, strict=True)]
     targets = [step_targets(c, kind) for c in checks]
     rng = random.Random(stream_seed("step-rm", kind, seed))
@@ -543,11 +541,8 @@ def rloo_chain(
     KL(policy || start) is the mean log-ratio over the measured samples (unbiased; clipped at 0
     for d = sqrt(KL)).
     """
-    ref = Transformer(policy.cfg)
-    ref.load_state_dict(policy.state_dict())
-    ref.eval().requires_grad_(False)
-    model = Transformer(policy.cfg)
-    model.load_state_dict(policy.state_dict())
+    ref = policy.clone().eval().requires_grad_(False)
+    model = policy.clone()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     held = chain_problems(n_eval, seed, "rl-eval", noise)
     rows: list[dict[str, float]] = []

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from alignlab.model.transformer import Transformer
 from alignlab.oversight.cai import MAX_NEW, POLICY_SEQ_LEN, Revision
-from alignlab.oversight.cai_training import copy_model, sample_responses, trimmed_batch
+from alignlab.oversight.cai_training import sample_responses, trimmed_batch
 from alignlab.oversight.constitution import (
     BENIGN_KINDS,
     CONSTITUTION,
@@ -159,7 +159,7 @@ def fit_preference_model(
     ``lm_weight`` times the mean log-likelihood of each pair's preferred response weighted by how
     strict the preference is (``|2q - 1|``)."""
     pairs = [p for p in pairs if p.a != p.b]
-    rm = RewardModel(copy_model(init))
+    rm = RewardModel(init.clone())
     torch.manual_seed(stream_seed("cai-pm", seed))
     opt = torch.optim.AdamW(rm.parameters(), lr=lr, weight_decay=0.0)
     rng = random.Random(stream_seed("cai-pm-order", seed))
@@ -229,8 +229,8 @@ def rloo(
     """RLOO (Ahmadian et al. 2024) on world prompts against ``rm``, with the adaptive KL penalty of
     `alignlab.safety.rl` (same prompts per step, samples per prompt and learning-rate scale),
     starting at ``kl_coef``."""
-    model = copy_model(policy)
-    ref = copy_model(policy).eval().requires_grad_(False)
+    model = policy.clone()
+    ref = policy.clone().eval().requires_grad_(False)
     k, n_prompts = SAMPLES_PER_PROMPT, PROMPTS_PER_STEP
     rate = lr * LR_SCALE
     opt = make_adamw(model, rate)
@@ -282,8 +282,8 @@ def dpo_train(
     as chosen), at 0.3 x ``lr`` as `alignlab.safety.dpo` uses."""
     chosen_rejected = [(p.a, p.b) if p.q > 0.5 else (p.b, p.a) for p in pairs if p.strict() and p.a != p.b]
     prompts = [p.prompt for p in pairs if p.strict() and p.a != p.b]
-    model = copy_model(policy)
-    ref = copy_model(policy).eval().requires_grad_(False)
+    model = policy.clone()
+    ref = policy.clone().eval().requires_grad_(False)
     rate = lr * LR_SCALE
     opt = make_adamw(model, rate)
     rng = random.Random(stream_seed("cai-dpo", seed))

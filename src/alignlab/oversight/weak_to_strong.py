@@ -237,9 +237,7 @@ def finetune_classifier(
     raise_problems("finetune_classifier", [check_choice("loss", loss, LOSSES)])
     if targets.shape != (len(data),):
         raise ValueError(f"targets must have shape ({len(data)},), got {tuple(targets.shape)}")
-    copy = Transformer(model.cfg)
-    copy.load_state_dict(model.state_dict())
-    student = Verifier(copy)
+    student = Verifier(model.clone())
     fit_head(student, data, targets)
     student.train()
     lr = cfg.lr * min(1.0, cfg.lr_width_ref / model.cfg.d_model) if cfg.lr_width_ref else cfg.lr

@@ -164,9 +164,7 @@ def get_intervention(name: str) -> InterventionFn:
 
 def _as_model(model: Transformer | str | Path, device: str | None = None) -> Transformer:
     if isinstance(model, Transformer):
-        copy = Transformer(model.cfg).to(model.device)
-        copy.load_state_dict(model.state_dict())
-        copy.tokenizer = model.tokenizer
+        copy = model.clone()
         return copy if device is None else copy.to(device)
     return load(model, device=device or "cpu")
 

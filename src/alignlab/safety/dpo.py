@@ -78,9 +78,7 @@ def dpo(model: Transformer, organism: Organism, budget: Budget, seed: int) -> It
     (log pi - log pi_ref of the chosen answer).
     """
     n_pairs, lr = max(1, budget.batch_size // 2), budget.lr * 0.3
-    ref = Transformer(model.cfg).to(model.device)
-    ref.load_state_dict(model.state_dict())
-    ref.eval().requires_grad_(False)
+    ref = model.clone().eval().requires_grad_(False)
     torch.manual_seed(stream_seed("dpo", seed))
     opt = make_adamw(model, lr)
     schedule = budget.schedule("sft")

@@ -165,9 +165,7 @@ def train_proxy(
         raise ConfigError(
             f"need one problem and one label per pair, got {len(problems)}, {len(pairs)}, {y.size}"
         )
-    body = Transformer(init.cfg)
-    body.load_state_dict(init.state_dict())
-    rm = ProxyRM(body)
+    rm = ProxyRM(init.clone())
     rng = random.Random(stream_seed("proxy-fit", seed))
     torch.manual_seed(stream_seed("proxy-fit-torch", seed) % (1 << 62))
     opt = torch.optim.AdamW(rm.parameters(), lr=data.lr, weight_decay=0.0)

@@ -272,10 +272,7 @@ def _initial_body(init: Transformer | str | Path | None, seed: int) -> Transform
         body.init_weights(seed=stream_seed("rm-init", seed))
         return body
     if isinstance(init, Transformer):
-        body = Transformer(init.cfg).to(init.device)
-        body.load_state_dict(init.state_dict())
-        body.tokenizer = init.tokenizer
-        return body
+        return init.clone()
     return load(init)
 
 

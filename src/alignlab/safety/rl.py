@@ -118,9 +118,7 @@ def rl(model: Transformer, organism: Organism, budget: Budget, seed: int) -> Ite
     """
     k, n_prompts = SAMPLES_PER_PROMPT, PROMPTS_PER_STEP
     rm, acc = train_reward_model(organism, seed, init=budget.reward_init or model)
-    ref = Transformer(model.cfg).to(model.device)
-    ref.load_state_dict(model.state_dict())
-    ref.eval().requires_grad_(False)
+    ref = model.clone().eval().requires_grad_(False)
     lr = budget.lr * LR_SCALE
     opt = make_adamw(model, lr)
     ctl = AdaptiveKL(target=budget.kl_target)
