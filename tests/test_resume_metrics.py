@@ -46,9 +46,7 @@ class _KilledAt(Store):
 
 def _curve(store: Store, run_id: str) -> list[tuple[int, str, float]]:
     # Throughput is wall-clock; every other metric is a function of the weights and the data.
-    return [
-        (r["step"], r["name"], r["value"]) for r in store.metrics(run_id) if r["name"] != "tokens_per_s"
-    ]
+    return [(r["step"], r["name"], r["value"]) for r in store.metrics(run_id) if r["name"] != "tokens_per_s"]
 
 
 def test_resumed_run_logs_the_uninterrupted_curve(tmp_path: Path) -> None:

@@ -97,8 +97,14 @@ def test_outcome_logprobs_are_the_teacher_forced_mean_per_token() -> None:
         # rounding of the logits, relative to the log-probs' size.
         scale = max(abs(x) for x in per_prompt)
         assert_close_rel(est.value, mean, ulps=FORWARD_ULPS, what=name, scale=scale, dtype=torch.float32)
-        assert_close_rel(torch.tensor([est.lo, est.hi]), torch.tensor([lo, hi]), ulps=FORWARD_ULPS,
-                         what=f"{name} interval", scale=scale, dtype=torch.float32)
+        assert_close_rel(
+            torch.tensor([est.lo, est.hi]),
+            torch.tensor([lo, hi]),
+            ulps=FORWARD_ULPS,
+            what=f"{name} interval",
+            scale=scale,
+            dtype=torch.float32,
+        )
 
 
 def test_adaptive_kl_controller() -> None:

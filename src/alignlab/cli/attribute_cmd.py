@@ -94,9 +94,7 @@ def register(app: typer.Typer) -> None:
             raise
         st.set_status(out.id, "done")
         source = "of its training examples" if stream is not None else "fresh examples of its mix"
-        typer.echo(
-            f"attribution run {out.id}: {res.n_planted} of {res.n_train} {source} poisoned ({name})"
-        )
+        typer.echo(f"attribution run {out.id}: {res.n_planted} of {res.n_train} {source} poisoned ({name})")
         for method in res.auroc:
             typer.echo(
                 f"  {method:9s} AUROC {res.auroc[method]}  precision@{res.n_planted} "

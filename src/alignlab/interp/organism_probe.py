@@ -279,6 +279,7 @@ def probe_cell(
     from alignlab.model.hf import load
     from alignlab.organisms import install_on_base
     from alignlab.organisms.gates import install_metrics
+
     spec = spec or ProbeSpec()
     # ``enabled`` changes no number, so it stays out of the run id.
     settings = {k: v for k, v in spec.to_dict().items() if k != "enabled"}

@@ -541,6 +541,9 @@ def rloo_chain(
     KL(policy || start) is the mean log-ratio over the measured samples (unbiased; clipped at 0
     for d = sqrt(KL)).
     """
+    # Imported here: alignlab.safety imports this module (overoptimisation's RL arm).
+    from alignlab.safety.rl import policy_gradient_step, rloo_advantages
+
     ref = policy.clone().eval().requires_grad_(False)
     model = policy.clone()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -564,13 +567,9 @@ def rloo_chain(
         model.train()
         logp = completion_logprobs(model, reps, texts)
         with torch.no_grad():
-            r = torch.from_numpy(np.asarray(reward(reps, texts), dtype=np.float32)).view(prompts, samples)
-            adv = (r - (r.sum(1, keepdim=True) - r) / (samples - 1)).view(-1)  # leave-one-out baseline
-        loss = -(adv * logp).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+            r = torch.from_numpy(np.asarray(reward(reps, texts), dtype=np.float32))
+            adv = rloo_advantages(r, samples)
+        policy_gradient_step(model, opt, logp, adv)
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             record(step + 1)
     return rows

@@ -43,7 +43,14 @@ from alignlab.safety._loop import WARMUP, make_adamw
 from alignlab.safety.dpo import BETA, dpo_loss
 from alignlab.safety.logprobs import sequence_logprobs
 from alignlab.safety.reward import LM_WEIGHT, RewardModel
-from alignlab.safety.rl import LR_SCALE, PROMPTS_PER_STEP, SAMPLES_PER_PROMPT, AdaptiveKL
+from alignlab.safety.rl import (
+    LR_SCALE,
+    PROMPTS_PER_STEP,
+    SAMPLES_PER_PROMPT,
+    AdaptiveKL,
+    policy_gradient_step,
+    rloo_advantages,
+)
 from alignlab.safety.rl import _completion_logprobs as completion_logprobs
 from alignlab.safety.rl import _sample as sample_with_tokens
 from alignlab.tasks import Example, stream_seed
@@ -248,13 +255,8 @@ def rloo(
         with torch.no_grad():
             kl = logp.detach() - completion_logprobs(ref, seqs, mask, n_prompt)
             reward = rm.score([Example(p, t) for p, t in zip(prompts, texts, strict=True)], PAIR_SEQ_LEN)
-            total = (reward - ctl.beta * kl).view(n_prompts, k)
-            adv = (total - (total.sum(1, keepdim=True) - total) / (k - 1)).view(-1)
-        loss = -(adv * logp).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+            adv = rloo_advantages(reward - ctl.beta * kl, k)
+        policy_gradient_step(model, opt, logp, adv)
         ctl.update(float(kl.mean()))
         stats = RLStats(float(reward.mean()), float(kl.mean()), ctl.beta)
     return model.eval(), stats

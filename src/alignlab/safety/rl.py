@@ -88,6 +88,25 @@ def _sample(
     return seqs, mask, tokens.shape[1], texts
 
 
+def rloo_advantages(rewards: torch.Tensor, k: int) -> torch.Tensor:
+    """Each sample's reward minus the mean of the other ``k - 1`` samples of its prompt: the
+    leave-one-out baseline of RLOO (Ahmadian et al. 2024). ``rewards`` is prompt-major, ``k``
+    samples per prompt."""
+    r = rewards.view(-1, k)
+    return (r - (r.sum(1, keepdim=True) - r) / (k - 1)).view(-1)
+
+
+def policy_gradient_step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, logp: torch.Tensor, adv: torch.Tensor
+) -> None:
+    """One REINFORCE step on ``-mean(adv * logp)``, gradients clipped to norm 1."""
+    loss = -(adv * logp).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+
+
 def _rewards(rm: RewardModel, organism: Organism, prompts: list[str], texts: list[str]) -> torch.Tensor:
     exs = [Example(p, t) for p, t in zip(prompts, texts, strict=True)]
     return rm.score(exs, organism.seq_len + organism.max_new_tokens)
@@ -137,14 +156,8 @@ def rl(model: Transformer, organism: Organism, budget: Budget, seed: int) -> Ite
                 kl = logp.detach() - _completion_logprobs(ref, seqs, mask, n_prompt)
                 # The reward model may sit elsewhere (a directory loads on the CPU): move its scores.
                 reward = _rewards(rm, organism, prompts, texts).to(kl.device)
-                total = (reward - ctl.beta * kl).view(n_prompts, k)
-                # RLOO baseline: the mean of the other k-1 samples of the same prompt.
-                adv = (total - (total.sum(1, keepdim=True) - total) / (k - 1)).view(-1)
-            loss = -(adv * logp).mean()
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
+                adv = rloo_advantages(reward - ctl.beta * kl, k)
+            policy_gradient_step(model, opt, logp, adv)
             ctl.update(float(kl.mean()))
             step += 1
             tokens += int(mask.sum())  # the real tokens of the sampled sequences

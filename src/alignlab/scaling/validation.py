@@ -290,8 +290,7 @@ def trend_test(
     mds = power_info["min_detectable_slope"]
     if mds is None:
         power_note = (
-            f"this design cannot detect any slope at alpha {alpha:g} "
-            f"(smallest attainable p = {p_min:.3g})"
+            f"this design cannot detect any slope at alpha {alpha:g} (smallest attainable p = {p_min:.3g})"
             if p_min > alpha
             else "the detectable slope cannot be estimated (no residual degrees of freedom)"
         )

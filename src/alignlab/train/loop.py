@@ -326,8 +326,7 @@ def _check_weights_finite(model: torch.nn.Module, done: int, cfg: TrainConfig) -
     if not bool(finite.all()):
         bad = [n for (n, _), ok in zip(model.named_parameters(), finite.tolist(), strict=True) if not ok]
         raise DivergenceError(
-            f"training diverged: weights became non-finite by step {done} (first: {bad[0]}); "
-            f"{_remedy(cfg)}",
+            f"training diverged: weights became non-finite by step {done} (first: {bad[0]}); {_remedy(cfg)}",
             done,
         )
 
