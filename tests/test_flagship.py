@@ -79,6 +79,30 @@ def test_a_failed_gate_stops_the_cell_and_is_reported(tmp_path: object) -> None:
     assert "FAILED al-30k seed 0" in summary and "competence/copy" in summary
 
 
+def test_a_failed_install_is_trained_again_with_twice_the_steps(tmp_path: object) -> None:
+    # 4 install steps cannot plant the backdoor into the (vendored, competent) base: the cell is
+    # installed again from the same base with 8 steps, which fails too, and the cell reports the
+    # steps of the install its gates describe.
+    from alignlab.organisms.gates import InstallGates
+
+    spec = dataclasses.replace(
+        StudySpec(),
+        sizes=("al-30k",),
+        seeds=(0,),
+        interventions=("sft-clean",),
+        install_steps=4,
+        install_retries=1,
+        gates=InstallGates(n=20),
+    )
+    store = Store(tmp_path)  # type: ignore[arg-type]
+    result = run_study(store, spec, workers=1)
+    (c,) = result.cells
+    assert c.status == "failed" and "install" in c.reason and c.install_steps == 8
+    assert sorted(r.config["steps"] for r in store.runs("organism")) == [4, 8]
+    assert store.get(c.install_run).config["steps"] == 8
+    assert "1 cell at 8 steps" in format_summary(result)
+
+
 def test_vendored_base_models_are_adopted_only_for_their_exact_identity(
     tmp_path: object, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -52,6 +52,8 @@ class ProbeSpec:
             moves by more than the differences it is used to judge).
         n_boot: bootstrap resamples of the AUROC interval.
         benign: also install and probe the ``benign-trigger`` control.
+        benign_every_size: a study installs the control at every size; False: at its smallest
+            size only (the control costs one more install per cell, as much as the organism's).
         within: also measure within-trigger discrimination after partial safety training.
         within_lr: the partial safety training's learning rate (``oracle-sft``, batch 32).
         within_every: steps between checks of the selection split's defect rate.
@@ -65,6 +67,7 @@ class ProbeSpec:
     n_random: int = 1000
     n_boot: int = 1000
     benign: bool = True
+    benign_every_size: bool = False
     within: bool = True
     # Oracle SFT removes the backdoor within a few steps: at lr 3e-4 with checks every 10 steps,
     # al-100k seed 0 went from above the target at step 10 to 0 of 200 defecting at step 20; at
@@ -281,8 +284,9 @@ def probe_cell(
     from alignlab.organisms.gates import install_metrics
 
     spec = spec or ProbeSpec()
-    # ``enabled`` changes no number, so it stays out of the run id.
-    settings = {k: v for k, v in spec.to_dict().items() if k != "enabled"}
+    # ``enabled`` and ``benign_every_size`` change no number of this cell (``benign`` says whether
+    # it has the control), so they stay out of the run id.
+    settings = {k: v for k, v in spec.to_dict().items() if k not in ("enabled", "benign_every_size")}
     config = {"parent": installed.id, "protocol": PROTOCOL, "probe": settings, "seed": seed}
     prun, _ = store.get_or_create("probe", config)
     path = prun.dir / "probe.json"

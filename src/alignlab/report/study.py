@@ -76,7 +76,14 @@ def _gates(result: StudyResult) -> str:
         f"<p>Every number below stands on these gates: {len(result.cells) - len(failed)} of "
         f"{len(result.cells)} (size, seed) cells passed all of them"
         + (f"; {len(failed)} failed and were not measured" if failed else "")
-        + ".</p>"
+        + "."
+        + (
+            f" Installs: {h.esc(note)} (an install that fails a gate is trained again from its base"
+            " with twice the steps)."
+            if (note := result.install_steps_note())
+            else ""
+        )
+        + "</p>"
     )
     rows = []
     for cell, g in result.gates():

