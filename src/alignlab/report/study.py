@@ -176,7 +176,7 @@ def _probe_answer(result: StudyResult) -> str:
     for r in result.probe_summary():
         beats = f"{r.above_null} of {r.n_seeds} seeds above their random-direction null"
         benign = (
-            "benign control not measured"
+            "benign control run at the smallest size only (probe.benign_every_size)"
             if r.benign is None
             else f"benign-trigger control {r.benign.value:.2f}"
             + (" (fires: the detector sees the trigger, not defection)" if r.benign.value > 0.6 else "")
