@@ -2,7 +2,7 @@
 and process vs outcome supervision (Uesato et al. 2022; Lightman et al. 2023)."""
 
 from alignlab.oversight.cai import PolicyCounts, Revision, critique_revise, measure_policy, sl_cai
-from alignlab.oversight.cai_pipeline import ARMS, CAIBudget, run_cell, stored_cell
+from alignlab.oversight.cai_pipeline import ARMS, CAIBudget, run_cell, stored_cell, stored_feedback_model
 from alignlab.oversight.constitution import (
     CONSTITUTION,
     REFUSAL,
@@ -125,6 +125,7 @@ __all__ = [
     "sl_cai",
     "step_targets",
     "stored_cell",
+    "stored_feedback_model",
     "train_feedback_model",
     "train_generator",
     "train_judge",

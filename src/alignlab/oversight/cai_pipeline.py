@@ -20,7 +20,7 @@ from typing import Any
 
 from alignlab._validate import check_int, check_real, raise_problems
 from alignlab.errors import ConfigError
-from alignlab.model.hf import load
+from alignlab.model.hf import load, save_pretrained
 from alignlab.model.transformer import Transformer
 from alignlab.oversight.cai import MAX_NEW, helpful_only_run, measure_policy, revision_stats, sl_cai
 from alignlab.oversight.cai_training import sample_responses
@@ -49,6 +49,8 @@ from alignlab.store import Store
 from alignlab.train.base_model import base_run
 
 ARMS = ("none", "sl-cai", "rl-cai", "dpo-cai", "gt-rlhf")
+#: Folder of a stored critic's weights inside its ``cai-critic`` run.
+CRITIC_DIR = "model"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,15 +134,46 @@ def helpful_only_policy(store: Store, size: str, seed: int, budget: CAIBudget) -
     return load(run.dir / "model")
 
 
+def stored_feedback_model(store: Store, fm_size: str, seed: int, budget: CAIBudget) -> FeedbackModel:
+    """The feedback model of ``fm_size`` trained from its base model, through the store.
+
+    The critic depends on its size, the seed and the budget's labels, steps and kinds, never on
+    the policy it will judge, so every policy of a feedback-size x policy-size grid shares one
+    (a stored ``cai-critic`` run) instead of training it again per policy. Reading it back gives
+    the same weights bit for bit (safetensors, float32) and the pipeline's later stages seed
+    their own generators, so a cell's numbers do not depend on whether its critic was cached.
+    """
+    config = {
+        "fm_size": fm_size,
+        "seed": seed,
+        "label_budget": budget.label_budget,
+        "fm_steps": budget.fm_steps,
+        "kinds": list(budget.kinds),
+    }
+    run, _ = store.get_or_create("cai-critic", config, name=f"cai critic {fm_size}/{seed}")
+    path = run.dir / CRITIC_DIR
+    if run.status == "done" and (path / "config.json").exists():
+        return FeedbackModel(load(path))
+    store.set_status(run.id, "running")
+    try:
+        fm_base, _ = base_run(store, fm_size, seed)
+        fm = train_feedback_model(
+            load(fm_base.dir / "model"), budget.label_budget, seed, budget.fm_steps, kinds=budget.kinds
+        )
+        save_pretrained(fm.model, path)
+    except BaseException:
+        store.set_status(run.id, "failed")
+        raise
+    store.set_status(run.id, "done")
+    return fm
+
+
 def feedback_cell(
     store: Store, policy: Transformer, fm_size: str, seed: int, budget: CAIBudget
 ) -> tuple[FeedbackModel, dict[str, Any]]:
-    """Train the feedback model of ``fm_size`` (from its base model) and measure its agreement
-    with the rule checker on held-out demonstrations and on ``policy``'s held-out samples."""
-    fm_base, _ = base_run(store, fm_size, seed)
-    fm = train_feedback_model(
-        load(fm_base.dir / "model"), budget.label_budget, seed, budget.fm_steps, kinds=budget.kinds
-    )
+    """The feedback model of ``fm_size`` (`stored_feedback_model`) and its agreement with the
+    rule checker on held-out demonstrations and on ``policy``'s held-out samples."""
+    fm = stored_feedback_model(store, fm_size, seed, budget)
     demo = agreement(fm, demonstrations(4 * budget.n_eval, seed, "fm-eval", kinds=budget.kinds))
     reqs = sample_requests(len(budget.kinds) * budget.n_eval, seed, "fm-eval-policy", 0, budget.kinds)
     outs = sample_responses(policy, [r.prompt for r in reqs], MAX_NEW, seed)
@@ -161,18 +194,20 @@ def run_cell(
 
     Returns:
         ``{"policy_size", "fm_size", "seed", "arms": {arm: PolicyCounts dict}, "feedback": counts,
-        "revisions": stats, "pairs": {...}, "seconds": {stage: s}}``; every count is a
-        ground-truth measurement.
+        "revisions": stats, "pairs": {...}, "seconds": {stage: wall s}, "cpu_seconds": {stage:
+        CPU s of this process}}``; every count is a ground-truth measurement.
     """
     seconds: dict[str, float] = {}
-    t = time.perf_counter()
+    cpu: dict[str, float] = {}
+    t, c = time.perf_counter(), time.process_time()
 
     def lap(stage: str) -> None:
-        nonlocal t
+        nonlocal t, c
         seconds[stage] = round(time.perf_counter() - t, 2)
+        cpu[stage] = round(time.process_time() - c, 2)
         if log:
-            log(f"{policy_size}/{fm_size}/seed {seed}: {stage} {seconds[stage]:.0f}s")
-        t = time.perf_counter()
+            log(f"{policy_size}/{fm_size}/seed {seed}: {stage} {seconds[stage]:.0f}s, {cpu[stage]:.0f} CPU-s")
+        t, c = time.perf_counter(), time.process_time()
 
     b = budget
     policy = helpful_only_policy(store, policy_size, seed, b)
@@ -222,6 +257,7 @@ def run_cell(
         out["pairs"] = pairs
     out["arms"] = {k: v.to_dict() for k, v in results.items()}
     out["seconds"] = seconds
+    out["cpu_seconds"] = cpu
     return out
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from alignlab._validate import raise_problems
 from alignlab.model.config import SIZES
+from alignlab.oversight.cai_grid import grid_answer, grid_points, grid_trends, params, smaller_critic_contrast
 from alignlab.oversight.cai_pipeline import ARMS, CAIBudget, stored_cell
 from alignlab.report import html as h
 from alignlab.stats import Estimate, difference, rate_over_seeds, seed_interval
@@ -51,35 +52,74 @@ class CAISpec:
     Attributes:
         policy_size: policy of the arms table (a base-model size).
         fm_size: feedback model of the arms table.
-        grid_fm_sizes: further feedback-model sizes, SL-CAI only.
-        grid_policy_sizes: further policy sizes, SL-CAI only, crossed with every feedback size.
+        policy_sizes: the grid's policy axis (SL-CAI only); ``policy_size`` is always on it.
+        fm_sizes: the grid's feedback-model axis, crossed with every policy size; ``fm_size`` is
+            always on it.
+        policy_seeds: how many of ``seeds`` (the first ones) each entry of ``policy_sizes`` runs,
+            aligned with it (``3,3,1``: the largest policy on one seed); empty: all of them. The
+            arms cell always runs every seed.
         seeds: base-model seeds (vendored: 0, 1, 2); each also draws all data.
         budget: what each seed spends (`alignlab.oversight.cai_pipeline.CAIBudget`).
+
+    Example:
+        The measured grid (``full`` preset), from the command line::
+
+            alignlab study cai --set policy_sizes=al-30k,al-100k,al-300k \
+                --set fm_sizes=al-30k,al-100k,al-300k --set policy_seeds=3,3,1
     """
 
     policy_size: str = "al-100k"
     fm_size: str = "al-100k"
-    grid_fm_sizes: tuple[str, ...] = ("al-30k",)
-    grid_policy_sizes: tuple[str, ...] = ()
+    policy_sizes: tuple[str, ...] = ()
+    fm_sizes: tuple[str, ...] = ("al-30k",)
+    policy_seeds: tuple[int, ...] = ()
     seeds: tuple[int, ...] = (0, 1, 2)
     budget: CAIBudget = field(default_factory=CAIBudget)
 
     def __post_init__(self) -> None:
-        sizes = (self.policy_size, self.fm_size, *self.grid_fm_sizes, *self.grid_policy_sizes)
+        sizes = (self.policy_size, self.fm_size, *self.fm_sizes, *self.policy_sizes)
+        n = len(self.seeds)
         raise_problems(
             "CAISpec",
             [
                 *(f"unknown size {s!r}; choose from {', '.join(SIZES)}" for s in sizes if s not in SIZES),
                 None if self.seeds else "seeds must list at least one seed",
                 *(f"seeds must be >= 0, got {s}" for s in self.seeds if not (isinstance(s, int) and s >= 0)),
+                None if len(set(self.seeds)) == n else "seeds must not repeat",
+                None
+                if len(set(self.policy_sizes)) == len(self.policy_sizes)
+                and len(set(self.fm_sizes)) == len(self.fm_sizes)
+                else "policy_sizes and fm_sizes must not repeat",
+                None
+                if not self.policy_seeds or len(self.policy_seeds) == len(self.policy_sizes)
+                else f"policy_seeds needs one count per policy size ({len(self.policy_sizes)}), "
+                f"got {len(self.policy_seeds)}",
+                *(
+                    f"policy_seeds must be in [1, {n}] (the number of seeds), got {k}"
+                    for k in self.policy_seeds
+                    if not 1 <= k <= n
+                ),
             ],
         )
 
-    def cells(self) -> list[tuple[str, str]]:
-        """(policy size, feedback size) of the grid, the arms cell first."""
-        policies = [self.policy_size, *[p for p in self.grid_policy_sizes if p != self.policy_size]]
-        fms = [self.fm_size, *[f for f in self.grid_fm_sizes if f != self.fm_size]]
-        return [(p, f) for p in policies for f in fms]
+    def cells(self) -> list[tuple[str, str, tuple[int, ...]]]:
+        """(policy size, feedback size, seeds) of the grid, the arms cell first, then the policies
+        in ``policy_sizes`` order."""
+        counts = dict(zip(self.policy_sizes, self.policy_seeds, strict=True)) if self.policy_seeds else {}
+        policies = [self.policy_size, *[p for p in self.policy_sizes if p != self.policy_size]]
+        fms = [self.fm_size, *[f for f in self.fm_sizes if f != self.fm_size]]
+        arms = (self.policy_size, self.fm_size)
+        return [
+            (p, f, self.seeds if (p, f) == arms else self.seeds[: counts.get(p, len(self.seeds))])
+            for p in policies
+            for f in fms
+        ]
+
+
+# The measured grid (benchmarks/RESULTS.md, CAI grid): every size on both axes; the al-300k
+# helpful-only policy (1,000 fine-tuning steps) costs the most, so it runs on fewer seeds.
+_GRID_SIZES = ("al-30k", "al-100k", "al-300k")
+_GRID_POLICY_SEEDS = (3, 3, 1)
 
 
 def _presets() -> dict[str, tuple[CAISpec, str]]:
@@ -99,7 +139,7 @@ def _presets() -> dict[str, tuple[CAISpec, str]]:
     )
     return {
         "quick": (
-            CAISpec(policy_size="al-30k", fm_size="al-30k", grid_fm_sizes=(), seeds=(0, 1), budget=tiny),
+            CAISpec(policy_size="al-30k", fm_size="al-30k", fm_sizes=(), seeds=(0, 1), budget=tiny),
             "smoke: al-30k, the base tasks plus the banned letter, 2 seeds, every arm (~1 CPU-min)",
         ),
         "default": (
@@ -107,8 +147,11 @@ def _presets() -> dict[str, tuple[CAISpec, str]]:
             "al-100k policy, al-100k and al-30k critics, 3 seeds, the full world (~30 CPU-min)",
         ),
         "full": (
-            CAISpec(grid_fm_sizes=("al-30k", "al-300k"), grid_policy_sizes=("al-300k",)),
-            "adds an al-300k critic and an al-300k policy to the grid",
+            CAISpec(
+                policy_sizes=_GRID_SIZES, fm_sizes=_GRID_SIZES, policy_seeds=_GRID_POLICY_SEEDS
+            ),
+            "the feedback-size x policy-size grid: al-30k/100k/300k policies x critics (the al-300k "
+            "policy on fewer seeds)",
         ),
     }
 
@@ -214,7 +257,9 @@ def _critic_rate_fits(grid: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _smaller_critic(grid: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """SL-CAI harmlessness with a critic smaller than the policy minus with one at least as large."""
+    """SL-CAI harmlessness with a critic smaller than the policy minus with one at least as large,
+    pooled over cells (unpaired: policy size is not held fixed; the paired contrast is
+    `alignlab.oversight.cai_grid.smaller_critic_contrast`)."""
     order = list(SIZES)
     small = [g for g in grid if order.index(g["fm_size"]) < order.index(g["policy_size"])]
     large = [g for g in grid if order.index(g["fm_size"]) >= order.index(g["policy_size"])]
@@ -240,25 +285,33 @@ def run_cai(store: Store, spec: CAISpec) -> dict[str, Any]:
 
     grid = []
     main: dict[str, Any] = {}
-    for i, (p, f) in enumerate(spec.cells()):
-        cells = [stored_cell(store, p, f, seed, spec.budget, arms=i == 0, log=log) for seed in spec.seeds]
+    for i, (p, f, seeds) in enumerate(spec.cells()):
+        cells = [stored_cell(store, p, f, seed, spec.budget, arms=i == 0, log=log) for seed in seeds]
         pooled = _pool_cell(cells)
         entry = {"policy_size": p, "fm_size": f, **pooled, "cells": cells}
         if i == 0:
             main = entry
         grid.append(entry)
-    seconds: dict[str, float] = {}
+    timing: dict[str, Any] = {"stage_seconds": {}, "stage_cpu_seconds": {}, "cells_with_cpu": 0}
     for g in grid:
         for c in g["cells"]:
-            for stage, s in c["seconds"].items():
-                seconds[stage] = seconds.get(stage, 0.0) + s
+            for key, name in (("seconds", "stage_seconds"), ("cpu_seconds", "stage_cpu_seconds")):
+                for stage, sec in c.get(key, {}).items():
+                    timing[name][stage] = round(timing[name].get(stage, 0.0) + sec, 2)
+            timing["cells_with_cpu"] += "cpu_seconds" in c  # cells stored before CPU was recorded lack it
+    points = grid_points(grid)
+    contrast = smaller_critic_contrast(points)
+    trends = grid_trends(points)
     result: dict[str, Any] = {
         "main": main,
-        "grid": grid,
+        "grid": sorted(grid, key=lambda g: (params(g["policy_size"]), params(g["fm_size"]))),
         "grid_fit": _grid_fit(grid),
         "critic_rate_fits": _critic_rate_fits(grid),
         "smaller_critic_minus_larger": _smaller_critic(grid),
-        "timing": {"stage_seconds": seconds},
+        "smaller_critic_paired": contrast,
+        "grid_trends": trends,
+        "grid_answer": grid_answer(contrast, trends, len(grid), len(points)),
+        "timing": timing,
     }
     result["answer"] = _answer(result)
     return result
@@ -298,9 +351,65 @@ def _answer(result: dict[str, Any]) -> str:
     )
 
 
+def _grid_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per grid cell, policy then critic by size (a result stored before the grid was
+    sorted is sorted here)."""
+    rows = []
+    for g in sorted(result["grid"], key=lambda g: (params(g["policy_size"]), params(g["fm_size"]))):
+        sl = g["arms"]["sl-cai"]
+        rows.append(
+            {
+                "policy": g["policy_size"],
+                "critic": g["fm_size"],
+                "smaller": params(g["fm_size"]) < params(g["policy_size"]),
+                "seeds": len(g["cells"]),
+                "balanced": g["feedback"]["policy_balanced"],
+                **{k: sl[k] for k in ("harmless", "helpful", "evasive")},
+                "none_helpful": g["arms"]["none"]["helpful"],
+            }
+        )
+    return rows
+
+
+def _contrast_text(c: dict[str, Any] | None) -> list[str]:
+    if not c:
+        return ["critic smaller than the policy: no grid cell has one"]
+    units = ", ".join(f"{p}/seed {s}" for p, s, _, _ in c["units"])
+    lines = [
+        f"critic smaller than the policy minus at least as large, paired within policy and seed ({units}):"
+    ]
+    for m in ("harmless", "helpful", "evasive", "critic_balanced"):
+        mde = c["min_detectable"].get(m)
+        lines.append(
+            f"  {m.replace('_', ' '):16s} {_fmt(c.get(m)):24s}"
+            + (f" (detectable at 80% power: ±{mde:.2f})" if mde is not None else "")
+        )
+    return lines
+
+
 def format_cai(result: dict[str, Any]) -> str:
-    """Console text: the answer, the arms table, the critic and the grid."""
-    lines = [result["answer"], "", f"{'arm':28s} {'harmless':22s} {'helpful':22s} {'evasive':22s}"]
+    """Console text: the answer and the grid's answer, the grid, the arms table and the critic."""
+    lines = [result["answer"]]
+    if result.get("grid_answer"):
+        lines.append(result["grid_answer"])
+    lines += [
+        "",
+        "feedback size x policy size, SL-CAI (rule checker, held-out; "
+        "'<' marks a critic smaller than its policy):",
+        f"{'policy':8s} {'critic':9s} {'seeds':5s} {'critic balanced':22s} {'harmless':22s} "
+        f"{'helpful':22s} {'evasive':22s}",
+    ]
+    for r in _grid_rows(result):
+        lines.append(
+            f"{r['policy']:8s} {('<' if r['smaller'] else ' ') + r['critic']:9s} {r['seeds']:<5d} "
+            + " ".join(f"{_fmt(r[k]):22s}" for k in ("balanced", "harmless", "helpful", "evasive"))
+        )
+    if "smaller_critic_paired" in result:
+        lines += _contrast_text(result["smaller_critic_paired"])
+    for t in (result.get("grid_trends") or {}).values():
+        if t:
+            lines.append(t["statement"])
+    lines += ["", f"{'arm':28s} {'harmless':22s} {'helpful':22s} {'evasive':22s}"]
     for arm, metrics in result["main"]["arms"].items():
         lines.append(
             f"{ARM_LABELS[arm]:28s} "
@@ -315,23 +424,21 @@ def format_cai(result: dict[str, Any]) -> str:
     if "pairs" in result["main"]:
         pr = result["main"]["pairs"]
         lines.append(f"AI pair labels agree with the checker {_fmt(pr['ai_agreement'])}")
-    lines.append("")
-    for g in result["grid"]:
-        lines.append(
-            f"grid {g['policy_size']} policy x {g['fm_size']} critic: critic balanced "
-            f"{_fmt(g['feedback']['policy_balanced'])}, "
-            f"SL-CAI harmless {_fmt(g['arms']['sl-cai']['harmless'])}, "
-            f"helpful {_fmt(g['arms']['sl-cai']['helpful'])}"
-        )
     fit = result.get("grid_fit")
     if fit:
         lines.append(
-            f"harmlessness vs critic balanced agreement: slope {_fmt(fit['slope'])}, r {fit['r']:.2f}"
+            "harmlessness vs critic balanced agreement (pooled OLS): "
+            f"slope {_fmt(fit['slope'])}, r {fit['r']:.2f}"
         )
     for name, f in (result.get("critic_rate_fits") or {}).items():
         if f:
             lines.append(f"SL-CAI {name.replace('_', ' ')}: slope {_fmt(f['slope'])}, r {f['r']:.2f}")
     lines.append(f"stage seconds: {result['timing']['stage_seconds']}")
+    if result["timing"].get("stage_cpu_seconds"):
+        lines.append(
+            f"stage CPU seconds ({result['timing']['cells_with_cpu']} cells recorded): "
+            f"{result['timing']['stage_cpu_seconds']}"
+        )
     return "\n".join(lines)
 
 
@@ -339,8 +446,58 @@ def _fmt(d: dict[str, Any] | None) -> str:
     return str(Estimate.from_dict(d)) if d else "n/a"
 
 
+def _grid_html(result: dict[str, Any]) -> str:
+    """The grid section: its answer, the table, the paired contrast and the trend tests."""
+    rows = [
+        [
+            h.esc(r["policy"]),
+            h.esc(r["critic"] + (" (smaller)" if r["smaller"] else "")),
+            h.esc(r["seeds"]),
+            *[h.estimate(r[k]) for k in ("balanced", "harmless", "helpful", "evasive", "none_helpful")],
+        ]
+        for r in _grid_rows(result)
+    ]
+    out = "<h3>Feedback size x policy size (SL-CAI)</h3>"
+    if result.get("grid_answer"):
+        out += f"<p><b>{h.esc(result['grid_answer'])}</b></p>"
+    out += h.table(
+        [
+            "policy",
+            "critic",
+            "seeds",
+            "critic balanced agreement",
+            "harmless",
+            "helpful",
+            "evasive",
+            "helpful before (none)",
+        ],
+        rows,
+        numeric=range(2, 8),
+    )
+    c = result.get("smaller_critic_paired")
+    if c:
+        crow = [
+            [
+                h.esc(m.replace("_", " ")),
+                h.estimate(c.get(m)),
+                h.esc(f"{c['min_detectable'][m]:.2f}" if c["min_detectable"].get(m) is not None else "n/a"),
+            ]
+            for m in ("harmless", "helpful", "evasive", "critic_balanced")
+        ]
+        units = ", ".join(f"{p} seed {s}" for p, s, _, _ in c["units"])
+        out += (
+            "<p>Critic smaller than the policy minus critic at least as large, paired within (policy, seed) "
+            f"(units: {h.esc(units)}); t interval over units; detectable difference at 80% power.</p>"
+            + h.table(["outcome", "difference", "detectable"], crow, numeric=(1, 2))
+        )
+    for t in (result.get("grid_trends") or {}).values():
+        if t:
+            out += f"<p>{h.esc(t['statement'])} ({h.esc(t['test'])}).</p>"
+    return out
+
+
 def cai_html(result: dict[str, Any]) -> str:
-    """The report section: answer, arms table, critic agreement, grid and fit."""
+    """The report section: answer, the grid and its answer, arms table, critic agreement, fits."""
     main = result["main"]
     head = ["arm", "harmless", "helpful", "evasive", "refused (forbidden)"]
     rows = [
@@ -359,19 +516,10 @@ def cai_html(result: dict[str, Any]) -> str:
         critic["AI pair labels agree with the checker"] = h.estimate(main["pairs"]["ai_agreement"])
         critic["preference model accuracy, AI labels"] = h.estimate(main["pairs"]["rl-cai_pm_accuracy"])
         critic["preference model accuracy, checker labels"] = h.estimate(main["pairs"]["gt-rlhf_pm_accuracy"])
-    grid_rows = [
-        [
-            h.esc(g["policy_size"]),
-            h.esc(g["fm_size"]),
-            h.estimate(g["feedback"]["policy_balanced"]),
-            *[h.estimate(g["arms"]["sl-cai"][k]) for k in ("harmless", "helpful", "evasive")],
-        ]
-        for g in result["grid"]
-    ]
     fit = result.get("grid_fit")
     fit_text = (
-        "<p>SL-CAI harmlessness against the critic's balanced agreement over every (cell, seed): slope "
-        f"{h.estimate(fit['slope'])}, r = {fit['r']:.2f}, Spearman {fit['spearman']:.2f}.</p>"
+        "<p>SL-CAI harmlessness against the critic's balanced agreement over every (cell, seed), pooled OLS: "
+        f"slope {h.estimate(fit['slope'])}, r = {fit['r']:.2f}, Spearman {fit['spearman']:.2f}.</p>"
         if fit
         else "<p>Grid fit: fewer than 3 distinct points.</p>"
     )
@@ -384,25 +532,24 @@ def cai_html(result: dict[str, Any]) -> str:
     smaller = result.get("smaller_critic_minus_larger")
     if smaller:
         fit_text += (
-            "<p>Critic smaller than the policy minus at least as large (SL-CAI harmlessness): "
-            f"{h.estimate(smaller)}.</p>"
+            "<p>Critic smaller than the policy minus at least as large, pooled over cells (unpaired, "
+            f"policy size not held fixed): {h.estimate(smaller)}.</p>"
         )
+    timing = result["timing"]
     return (
         f"<h2>Constitutional AI (Bai et al. 2022)</h2><p><b>{h.esc(result['answer'])}</b></p>"
         "<p>Rates by the rule checker on held-out requests, greedy decoding; intervals t over seeds with a "
         "pooled Wilson floor. Harmless: forbidden requests answered without violating a principle; helpful: "
         "benign requests answered correctly; evasive: benign requests refused.</p>"
+        + _grid_html(result)
+        + "<h3>Arms</h3>"
         + h.table(head, rows, numeric=range(1, len(head)))
         + "<h3>Feedback model</h3>"
         + h.table(["measure", "value"], [[h.esc(k), v] for k, v in critic.items()], numeric=(1,))
-        + "<h3>Feedback size x policy size (SL-CAI)</h3>"
-        + h.table(
-            ["policy", "critic", "critic balanced agreement", "harmless", "helpful", "evasive"],
-            grid_rows,
-            numeric=range(2, 6),
-        )
         + fit_text
-        + f"<p class='muted'>Stage seconds: {h.esc(result['timing']['stage_seconds'])}</p>"
+        + f"<p class='muted'>Stage seconds: {h.esc(timing['stage_seconds'])}; CPU seconds "
+        f"({h.esc(timing.get('cells_with_cpu', 0))} cells recorded): "
+        f"{h.esc(timing.get('stage_cpu_seconds', {}))}</p>"
     )
 
 
