@@ -6,13 +6,16 @@ from alignlab.train.loop import TrainResult, evaluate, grouped_adamw, lr_at, mak
 from alignlab.train.preflight import estimate_train_bytes, preflight
 from alignlab.train.run import run_summary, train_run
 from alignlab.train.stacked import train_runs_stacked, train_stacked
+from alignlab.train.stacked_eval import StackedModel, evaluate_stacked
 
 __all__ = [
     "TRAIN_PRESETS",
+    "StackedModel",
     "TrainConfig",
     "TrainResult",
     "estimate_train_bytes",
     "evaluate",
+    "evaluate_stacked",
     "grouped_adamw",
     "list_checkpoints",
     "load_latest",
