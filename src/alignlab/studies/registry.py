@@ -16,7 +16,7 @@ import dataclasses
 import importlib
 import pkgutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,9 @@ class StudyDef:
             headline that states the finding with its interval and gates.
         summary: result -> console text, leading with the answer.
         report: result -> HTML fragment (all text escaped), leading with the answer.
+        given_base: ``(spec, model dirs) -> spec`` with those Hugging Face checkpoints as the
+            study's base models (``alignlab study NAME --base-model DIR``); None when the study's
+            models come from the built-in family only (`with_base_models` then says so).
     """
 
     name: str
@@ -49,6 +52,7 @@ class StudyDef:
     run: Callable[[Store, Any], Result]
     summary: Callable[[Result], str]
     report: Callable[[Result], str]
+    given_base: Callable[[Any, tuple[str, ...]], Any] | None = None
 
     def preset(self, name: str) -> Any:
         """The spec of preset ``name`` (ConfigError naming the choices when unknown)."""
@@ -89,6 +93,28 @@ def get_study(name: str) -> StudyDef:
     if name not in table:
         raise ConfigError(f"unknown study {name!r}; choose one of: {', '.join(sorted(table))}")
     return table[name]
+
+
+def with_base_models(defn: StudyDef, spec: Any, model_dirs: Sequence[str]) -> Any:
+    """``spec`` with the checkpoints in ``model_dirs`` as its base models (``spec`` itself when
+    none are given).
+
+    Raises:
+        ConfigError: the study takes no given base model; the one-line message names the commands
+            and studies that do.
+    """
+    if not model_dirs:
+        return spec
+    if defn.given_base is None:
+        takes = sorted(name for name, d in studies().items() if d.given_base is not None)
+        others = "".join(f", alignlab study {name}" for name in takes)
+        raise ConfigError(
+            f"study {defn.name!r} does not take --base-model: it trains and compares models of the "
+            "built-in family (character tokenizer); a given checkpoint runs in alignlab run "
+            "--base-model DIR (the flagship), alignlab eval --model DIR, "
+            f"alignlab interp sae|probe DIR{others}"
+        )
+    return defn.given_base(spec, tuple(str(d) for d in model_dirs))
 
 
 def _spec_dict(spec: Any) -> Any:
