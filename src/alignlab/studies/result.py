@@ -138,6 +138,8 @@ class Trend:
     detected: bool
     min_detectable_slope: float | None
     statement: str
+    #: Holm-adjusted over the study's trend tests (None: not tested, or an older file).
+    p_holm: float | None = None
 
 
 @dataclasses.dataclass
