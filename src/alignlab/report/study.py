@@ -262,7 +262,9 @@ def study_body(result: StudyResult, link: Linker) -> str:
         _verdicts(result),
         "<h2>Persistence after the largest dose</h2>",
         "<p>Mean over seeds with a 95% interval over seeds (t for continuous outcomes; for rates "
-        "t widened to the pooled Wilson interval), coverage checked by simulation at these seed counts.</p>",
+        "t widened to the pooled Wilson interval), coverage checked by simulation at these seed counts. "
+        "Training rounds differently on each CPU vector width, so per-seed values are not bit-identical "
+        "across x86 machines: compare a rerun elsewhere with these intervals, not seed by seed.</p>",
         _persistence(result),
         "<h2>Trend with size</h2>",
         _trends(result),
