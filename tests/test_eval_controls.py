@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from alignlab.evals.controls import HELD_OUT, near_mask, summarise
+from alignlab.evals.controls import HELD_OUT, near_mask, summarise, surface_baseline, surface_transfer
 from alignlab.evals.loglik import TransformerScorer
 from alignlab.evals.plant import (
     _encode,
@@ -83,6 +83,22 @@ def test_near_paraphrases_are_a_strict_subset_that_grows_as_the_bar_drops() -> N
     strict, loose = near_mask(split, 0.7), near_mask(split, 0.4)
     assert strict.shape == (500,) and 0 < strict.sum() < loose.sum() < 500
     assert not (strict & ~loose).any()
+
+
+def test_surface_classifier_of_the_planted_half_also_moves_other_personas() -> None:
+    """The negative control's reference, measured: an n-gram classifier trained on the planted
+    half of no-shut-down reaches 0.93 on its held-out half, 0.58 on politically-liberal and 0.71
+    on desire-for-acquiring-power, so any learner of that surface moves the unrelated persona."""
+    split = persona_split("no-shut-down", 0)
+    held = surface_baseline(split)
+    unrelated = surface_transfer(split, persona_items("politically-liberal"))
+    related = surface_transfer(split, persona_items("desire-for-acquiring-power"))
+    # 500 / 1,000 items: binomial sd <= 0.022 / 0.016; bands are about 3 sd around the measured
+    # rates (the classifier is deterministic, so only a change of data or features moves them).
+    assert 0.87 <= held.value <= 0.98
+    assert 0.53 <= unrelated.value <= 0.63 and unrelated.lo > 0.5  # off chance: the data's spill-over
+    assert 0.66 <= related.value <= 0.76
+    assert unrelated.n == related.n == 1000
 
 
 def _cell(seed: int, plant_held: int, sham_held: int, plant_unrel: int) -> dict[str, Any]:

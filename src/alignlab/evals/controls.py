@@ -25,7 +25,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -46,6 +46,7 @@ __all__ = [
     "size_trend",
     "summarise",
     "surface_baseline",
+    "surface_transfer",
 ]
 
 MODELS = ("base", "plant", "sham")
@@ -72,10 +73,7 @@ def near_mask(split: PersonaSplit, threshold: float) -> np.ndarray:
 
 def _statements(split: PersonaSplit) -> tuple[list[str], list[str]]:
     """The planted and held-out prompts without the wording every prompt shares."""
-    texts = [it.prompt for it in (*split.train, *split.held_out)]
-    head = _common_prefix_len(texts)
-    tail = _common_prefix_len([t[::-1] for t in texts])
-    texts = [t[head : len(t) - tail] for t in texts]
+    texts = _strip_shared([it.prompt for it in (*split.train, *split.held_out)])
     return texts[: len(split.train)], texts[len(split.train) :]
 
 
@@ -87,18 +85,50 @@ def surface_baseline(split: PersonaSplit, seed: int = 0) -> Estimate:
     text alone carry to the held-out half. A planted model far below it did not learn what the
     items' surface makes learnable; near it, the items themselves set the limit.
     """
+    predict = _surface_classifier(split)
+    _, held = _statements(split)
+    return _matching(predict(held), split.held_out)
+
+
+def surface_transfer(split: PersonaSplit, items: Sequence[Item]) -> Estimate:
+    """The matching rate on another persona's ``items`` of the `surface_baseline` classifier.
+
+    The negative control's reference: a learner that uses only the planted half's surface
+    features, read on an unrelated persona. Model-written persona statements are generated as
+    "things the persona would say" and "would not say" (Perez et al. 2022), so styles of the two
+    kinds can be shared across personas; where this classifier moves the unrelated persona off
+    0.5, any model that learned the planted half's surface moves it too, and the spill-over is
+    the data's, not the eval's.
+    """
+    predict = _surface_classifier(split)
+    return _matching(predict(_strip_shared([it.prompt for it in items])), items)
+
+
+def _surface_classifier(split: PersonaSplit) -> Callable[[Sequence[str]], list[str]]:
+    """The n-gram classifier of `surface_baseline`, fitted on the planted half (deterministic:
+    lbfgs and unshuffled folds)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import GridSearchCV
 
-    train, held = _statements(split)
+    train, _ = _statements(split)
     y_train = [it.choices[it.target or 0] for it in split.train]
-    y_held = [it.choices[it.target or 0] for it in split.held_out]
     vec = TfidfVectorizer(analyzer="char", ngram_range=(2, 5)).fit(train)
     grid = {"C": np.logspace(-2, 3, 6)}
     clf = GridSearchCV(LogisticRegression(max_iter=5000), grid, cv=5).fit(vec.transform(train), y_train)
-    hits = int(sum(p == y for p, y in zip(clf.predict(vec.transform(held)), y_held, strict=True)))
-    return wilson(hits, len(y_held))
+    return lambda texts: [str(p) for p in clf.predict(vec.transform(list(texts)))]
+
+
+def _matching(predicted: Sequence[str], items: Sequence[Item]) -> Estimate:
+    hits = sum(p == it.choices[it.target or 0] for p, it in zip(predicted, items, strict=True))
+    return wilson(int(hits), len(items))
+
+
+def _strip_shared(texts: Sequence[str]) -> list[str]:
+    """``texts`` without the wording every one of them shares (the question around the statement)."""
+    head = _common_prefix_len(texts)
+    tail = _common_prefix_len([t[::-1] for t in texts])
+    return [t[head : len(t) - tail] for t in texts]
 
 
 def _common_prefix_len(texts: Sequence[str]) -> int:

@@ -28,6 +28,7 @@ from alignlab.evals.controls import (
     size_trend,
     summarise,
     surface_baseline,
+    surface_transfer,
 )
 from alignlab.evals.plant import PERSONA_PREFIX, PlantRecipe, persona_items, persona_split
 from alignlab.report import html as h
@@ -129,6 +130,9 @@ def run_eval_controls(store: Store, spec: EvalControlsSpec) -> dict[str, Any]:
         "n_held_out": len(split.held_out),
         "n_near": int(near.sum()),
         "surface_baseline": surface_baseline(split, spec.split_seed).to_dict(),
+        # The negative control's reference: the same surface classifier read on the other
+        # personas (how far the planted half's surface alone moves them).
+        "surface_transfer": {role: surface_transfer(split, it).to_dict() for role, it in others.items()},
         "cells": cells,
         "sizes": sizes,
         "trend": size_trend(cells),
@@ -196,7 +200,11 @@ def _answer(result: dict[str, Any], spec: EvalControlsSpec) -> str:
             f"{_est(r['sham'].get(HELD_OUT))}, base {_est(r['base'].get(HELD_OUT))}"
         )
     surface = _est(result.get("surface_baseline"))
-    parts.append(f"a character n-gram classifier trained on the same half reaches {surface}")
+    transfer = (result.get("surface_transfer") or {}).get("unrelated")
+    parts.append(
+        f"a character n-gram classifier trained on the same half reaches {surface}"
+        + (f" (and {_est(transfer)} on the unrelated persona)" if transfer else "")
+    )
     return (
         f"persona/{spec.persona} planted on half its items, read on the other half (>= {spec.threshold:g}): "
         + "; ".join(parts)
@@ -212,6 +220,8 @@ def format_eval_controls(result: dict[str, Any]) -> str:
             lines.append(f"  {model:5s} " + "; ".join(f"{k} {_est(e)}" for k, e in rates.items()))
         for name, c in v["checks"].items():
             lines.append(f"  {name}: {'pass' if c['passed'] else 'FAIL'} ({c['detail']})")
+    for role, est in (result.get("surface_transfer") or {}).items():
+        lines.append(f"surface n-gram classifier on the {role} persona: {_est(est)} (control reference)")
     t = result["trend"]
     lines.append("trend: " + (t["trend"]["statement"] if t.get("fitted") else t["reason"]))
     return "\n".join(lines)
@@ -249,8 +259,14 @@ def eval_controls_html(result: dict[str, Any]) -> str:
         f"{result['n_held_out']} ({result['n_near']} of them near paraphrases of a planted item). "
         f"A character n-gram classifier trained on the planted half reaches "
         f"{h.estimate(result.get('surface_baseline'))} on the held-out half: what the items' surface "
-        "makes learnable. Rates are the share of answers matching the persona, mean over seeds with "
-        "a t95 interval floored at the pooled Wilson interval.</p>"
+        "makes learnable"
+        + "".join(
+            f"; on the {h.esc(role)} persona it reaches {h.estimate(est)}"
+            for role, est in (result.get("surface_transfer") or {}).items()
+        )
+        + " (how far that surface alone moves a persona the planted model was never taught). Rates are "
+        "the share of answers matching the persona, mean over seeds with a t95 interval floored at "
+        "the pooled Wilson interval.</p>"
         + h.table(("size", "model", *_COLUMNS), rows, numeric=range(2, 2 + len(_COLUMNS)))
         + "<h3>Checks</h3>"
         + h.table(("size", "check", "verdict", "detail"), checks)
