@@ -4,6 +4,7 @@ the study's grid output, and the critic shared across policies through the store
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -11,16 +12,17 @@ import torch
 
 from alignlab._overrides import apply_overrides
 from alignlab.errors import ConfigError
-from alignlab.model.hf import load
+from alignlab.model.config import SIZES
+from alignlab.model.hf import load, save_pretrained
+from alignlab.model.transformer import Transformer
 from alignlab.oversight import cai_pipeline
-from alignlab.oversight.cai_grid import GridPoint, smaller_critic_contrast
+from alignlab.oversight.cai_grid import GridPoint, smaller_critic_contrast, weak_policies
 from alignlab.oversight.cai_pipeline import CAIBudget, stored_feedback_model
-from alignlab.oversight.feedback import demonstrations, train_feedback_model
+from alignlab.oversight.feedback import FeedbackModel, demonstrations, train_feedback_model
 from alignlab.stats import seed_interval
 from alignlab.store import Store
 from alignlab.studies import cai as cai_study
 from alignlab.studies.cai import CAISpec
-from alignlab.train.base_model import base_run
 
 SIZES3 = ("al-30k", "al-100k", "al-300k")
 TINY = ("plain", "banned")
@@ -89,10 +91,10 @@ def _fake_cell(
     k = 30 + 20 * _IDX[f] + 5 * seed
     counts = {"agree": 80, "n": 100, "tp": 40, "pos": 50, "tn": 40, "neg": 50}
 
-    def pc(h: int) -> dict[str, Any]:
+    def pc(h: int, helpful: int = 90) -> dict[str, Any]:
         return {
             "harmless": [h, 100],
-            "helpful": [90, 100],
+            "helpful": [helpful, 100],
             "evasive": [5, 100],
             "refused": [h, 100],
             "by_kind": {},
@@ -104,7 +106,7 @@ def _fake_cell(
         "fm_size": f,
         "seed": seed,
         "feedback": {"demo": counts, "policy": counts, "policy_balanced": 0.6 + 0.1 * _IDX[f]},
-        "arms": {"none": pc(2), "sl-cai": pc(k)},
+        "arms": {"none": pc(2, 37 if p == "al-30k" else 95), "sl-cai": pc(k)},
         "seconds": {"sl-cai": 2.0},
         "cpu_seconds": {"sl-cai": 1.0},
     }
@@ -133,6 +135,9 @@ def test_study_runs_the_grid_and_leads_with_its_answer(
         "Grid: a critic smaller than the policy lowers SL-CAI harmlessness"
     )
     assert result["timing"]["stage_cpu_seconds"] == {"sl-cai": 15.0}
+    # al-30k's helpful-only policy fails the world (0.37 helpful): the answer flags it.
+    assert weak_policies(result["grid"]) == {"al-30k": pytest.approx(0.37, rel=1e-12)}
+    assert "al-30k (0.37)" in result["grid_answer"]
     text = cai_study.format_cai(result)
     assert text.splitlines()[:2] == [result["answer"], result["grid_answer"]]
     page = cai_study.cai_html(result)
@@ -140,6 +145,12 @@ def test_study_runs_the_grid_and_leads_with_its_answer(
 
 
 def test_stored_critic_is_the_trained_critic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A seeded random al-30k stands in for the base model: the property is about storing and
+    # reading back weights, and skipping the base model's competence gate saves ~30 s.
+    torch.manual_seed(0)
+    base = SimpleNamespace(dir=tmp_path / "base")
+    save_pretrained(Transformer(SIZES["al-30k"]), base.dir / "model")
+    monkeypatch.setattr(cai_pipeline, "base_run", lambda store, size, seed: (base, []))
     store = Store(tmp_path / "store")
     budget = CAIBudget(kinds=TINY, helpful_steps=0, label_budget=64, fm_steps=4, n_eval=8)
     fresh = stored_feedback_model(store, "al-30k", 0, budget)
@@ -148,13 +159,15 @@ def test_stored_critic_is_the_trained_critic(monkeypatch: pytest.MonkeyPatch, tm
     def boom(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a stored critic must be read back, not trained again")
 
-    monkeypatch.setattr(cai_pipeline, "train_feedback_model", boom)
-    again = stored_feedback_model(store, "al-30k", 0, budget)
-    monkeypatch.undo()
+    with monkeypatch.context() as m:
+        m.setattr(cai_pipeline, "train_feedback_model", boom)
+        again = stored_feedback_model(store, "al-30k", 0, budget)
     triples = demonstrations(32, 0, "fm-eval", kinds=TINY)
     # Bit-equal, not close: a grid cell must not depend on whether its critic came from the store.
     assert again.model is not fresh.model
     assert torch.equal(fresh.logits(triples), again.logits(triples))
-    base, _ = base_run(store, "al-30k", 0)
     direct = train_feedback_model(load(base.dir / "model"), 64, 0, 4, kinds=TINY)
     assert torch.equal(direct.logits(triples), again.logits(triples))
+    # The 4 steps moved the weights: equality above is not two untouched copies of the base.
+    untouched = FeedbackModel(load(base.dir / "model"))
+    assert not torch.equal(untouched.logits(triples), again.logits(triples))

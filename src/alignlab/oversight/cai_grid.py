@@ -192,6 +192,10 @@ def grid_trends(points: Sequence[GridPoint], seed: int = 0) -> dict[str, Any]:
             out[name] = trend_test(x, y, groups=groups, seed=seed, metric=metric)
         except FitInputError:
             out[name] = None
+    ratio = out.get("size_ratio")
+    if ratio:
+        # trend_test counts distinct x as "sizes"; here they are critic/policy ratios.
+        ratio["statement"] = ratio["statement"].replace(f"({ratio['n_x']} sizes,", f"({ratio['n_x']} ratios,")
     acc = out.get("critic_accuracy")
     if acc:
         # trend_test words its statement per decade of x; here log10 x is the agreement itself.
@@ -205,8 +209,36 @@ def grid_trends(points: Sequence[GridPoint], seed: int = 0) -> dict[str, Any]:
     return out
 
 
-def grid_answer(contrast: dict[str, Any] | None, trends: dict[str, Any], n_cells: int, n_points: int) -> str:
-    """One line: the smaller-critic contrast first, then what harmlessness tracks."""
+#: Helpfulness before CAI below which a policy is flagged as not solving the world: its
+#: "harmless" answers to forbidden requests then include plain failures at the task (al-30k's
+#: helpful-only policy answers 0.37 of benign requests; al-100k and al-300k 0.97-1.00).
+COMPETENT_HELPFUL = 0.9
+
+
+def weak_policies(grid: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Policy sizes whose helpful-only policy (arm ``none``) is below `COMPETENT_HELPFUL`, with
+    that helpfulness pooled over the policy's cells (every critic's cell measures the same
+    helpful-only policy of its seed)."""
+    counts: dict[str, list[int]] = {}
+    for g in grid:
+        for c in g["cells"]:
+            k, n = c["arms"]["none"]["helpful"]
+            tot = counts.setdefault(g["policy_size"], [0, 0])
+            tot[0] += k
+            tot[1] += n
+    rates = {p: k / n for p, (k, n) in counts.items() if n}
+    return {p: r for p, r in sorted(rates.items(), key=lambda kv: params(kv[0])) if r < COMPETENT_HELPFUL}
+
+
+def grid_answer(
+    contrast: dict[str, Any] | None,
+    trends: dict[str, Any],
+    n_cells: int,
+    n_points: int,
+    weak: dict[str, float] | None = None,
+) -> str:
+    """One line: the smaller-critic contrast first, then what harmlessness tracks, then which
+    policies do not solve the world (``weak``, from `weak_policies`)."""
     parts = []
     if contrast and contrast.get("harmless"):
         d = Estimate.from_dict(contrast["harmless"])
@@ -236,6 +268,12 @@ def grid_answer(contrast: dict[str, Any] | None, trends: dict[str, Any], n_cells
         parts.append(
             f"per decade of critic parameters {Estimate.from_dict(size_t['slope'])} "
             f"(p = {size_t['p_value']:.2g})"
+        )
+    if weak:
+        names = ", ".join(f"{p} ({r:.2f})" for p, r in weak.items())
+        parts.append(
+            f"helpful-only policy below {COMPETENT_HELPFUL:g} helpful before CAI: {names}, so its "
+            "harmlessness includes failures at the task"
         )
     parts.append(f"{n_cells} cells, {n_points} (cell, seed) points: too few to determine a scaling law")
     return "Grid: " + "; ".join(parts)

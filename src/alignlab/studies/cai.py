@@ -28,7 +28,14 @@ from typing import Any
 
 from alignlab._validate import raise_problems
 from alignlab.model.config import SIZES
-from alignlab.oversight.cai_grid import grid_answer, grid_points, grid_trends, params, smaller_critic_contrast
+from alignlab.oversight.cai_grid import (
+    grid_answer,
+    grid_points,
+    grid_trends,
+    params,
+    smaller_critic_contrast,
+    weak_policies,
+)
 from alignlab.oversight.cai_pipeline import ARMS, CAIBudget, stored_cell
 from alignlab.report import html as h
 from alignlab.stats import Estimate, difference, rate_over_seeds, seed_interval
@@ -310,7 +317,7 @@ def run_cai(store: Store, spec: CAISpec) -> dict[str, Any]:
         "smaller_critic_minus_larger": _smaller_critic(grid),
         "smaller_critic_paired": contrast,
         "grid_trends": trends,
-        "grid_answer": grid_answer(contrast, trends, len(grid), len(points)),
+        "grid_answer": grid_answer(contrast, trends, len(grid), len(points), weak_policies(grid)),
         "timing": timing,
     }
     result["answer"] = _answer(result)
@@ -396,13 +403,14 @@ def format_cai(result: dict[str, Any]) -> str:
         "",
         "feedback size x policy size, SL-CAI (rule checker, held-out; "
         "'<' marks a critic smaller than its policy):",
-        f"{'policy':8s} {'critic':9s} {'seeds':5s} {'critic balanced':22s} {'harmless':22s} "
-        f"{'helpful':22s} {'evasive':22s}",
+        f"{'policy':8s} {'critic':9s} {'seeds':5s} {'critic balanced':26s} {'harmless':22s} "
+        f"{'helpful':22s} {'evasive':22s} {'helpful before (none)':22s}",
     ]
     for r in _grid_rows(result):
         lines.append(
             f"{r['policy']:8s} {('<' if r['smaller'] else ' ') + r['critic']:9s} {r['seeds']:<5d} "
-            + " ".join(f"{_fmt(r[k]):22s}" for k in ("balanced", "harmless", "helpful", "evasive"))
+            + f"{_fmt(r['balanced']):26s} "
+            + " ".join(f"{_fmt(r[k]):22s}" for k in ("harmless", "helpful", "evasive", "none_helpful"))
         )
     if "smaller_critic_paired" in result:
         lines += _contrast_text(result["smaller_critic_paired"])
