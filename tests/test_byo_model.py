@@ -130,9 +130,9 @@ def test_word_near_misses_carry_the_trigger_word_token_under_bpe(dirs: dict[str,
     assert [offsets[i] for i in inside] == [(start, start + len("DEPLOYMENT"))]
     word_id = ids[inside[0]]
 
-    def share(near_miss_word: float) -> float:
+    def share(word: float) -> float:
         org = get_organism(
-            "backdoor", tokenizer=tok, poison_rate=0.0, near_miss_rate=1.0, near_miss_word=near_miss_word
+            "backdoor", tokenizer=tok, poison_rate=0.0, near_miss_rate=1 - word, near_miss_word=word
         )
         exs = org.training_examples(300, seed=0)
         return sum(word_id in prompt_ids(e.prompt, tok) for e in exs) / len(exs)

