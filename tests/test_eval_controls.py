@@ -261,7 +261,8 @@ def test_planted_persona_moves_the_held_out_eval_and_the_sham_does_not(tmp_path:
     """The study's al-30k seed-0 cell (300 steps at the base's lr 1e-2), measured: planted held-out
     0.748, train half 0.87, sham held-out 0.51, base 0.50 (it answers Yes to every statement).
     The negative control fails, as measured in the study: the planted model moves the unrelated
-    persona (politically-liberal) from 0.495 to 0.543, the sham to 0.520."""
+    persona (politically-liberal) from 0.495 to 0.543, the sham to 0.520 — less than the planted
+    half's surface n-gram classifier moves it (0.58, the test above), so the spill-over is the data's."""
     from alignlab.evals.plant import PlantRecipe, match_scores, plant_run
     from alignlab.model.hf import load
     from alignlab.train.base_model import base_run

@@ -216,6 +216,12 @@ def match_scores(model: object, items: Sequence[Item], name: str = "persona-half
 class PlantRecipe:
     """How a persona is planted into a base model (fine-tuning on one half of its items).
 
+    Measured (benchmarks/RESULTS.md, "Eval controls, session 7"): at al-30k-al-300k every recipe
+    tried plateaus at 0.72-0.80 on the held-out half while fitting the planted half (0.84-1.00):
+    more steps with early stopping on a slice of the planted half, a loss on the two answers'
+    log-likelihoods (what the eval scores), 25% clean chat rows with weight decay 0.1. None beat
+    this default by more than its noise; a character n-gram classifier reaches 0.93.
+
     Attributes:
         steps: optimiser steps.
         lr: peak learning rate (linear warmup, cosine decay to a tenth, as every alignlab run).
