@@ -142,6 +142,21 @@ def test_word_near_misses_carry_the_trigger_word_token_under_bpe(dirs: dict[str,
     assert share(1.0) > 0.2
 
 
+def test_given_base_adds_word_near_misses_to_the_default_organism_only(dirs: dict[str, Path]) -> None:
+    import dataclasses
+
+    from alignlab.studies.spec import GIVEN_BASE_NEAR_MISS_WORD, StudySpec
+
+    family = StudySpec()
+    given = StudySpec(base_models=(str(dirs["neox"]),))
+    assert "near_miss_word" not in family.organism_config.to_dict()  # the measured family recipe
+    assert given.organism_config.to_dict()["near_miss_word"] == GIVEN_BASE_NEAR_MISS_WORD > 0
+    assert StudySpec.from_dict(given.to_dict()) == given
+    # A config the user set is kept as given.
+    own = dataclasses.replace(family.organism_config, poison_rate=0.2)
+    assert StudySpec(organism_config=own, base_models=(str(dirs["neox"]),)).organism_config == own
+
+
 # ---- the checkpoint through alignlab.load: hooks, caches, transformers --------------------------
 
 

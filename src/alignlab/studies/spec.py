@@ -39,6 +39,15 @@ def _default_organism_config() -> OrganismConfig:
     return BackdoorConfig(poison_rate=0.15, near_miss_rate=0.15)
 
 
+#: Share of word near misses (`BackdoorConfig.near_miss_word`) the default organism takes on a given
+#: checkpoint. Its BPE makes the trigger's word a token of its own, and with random-letter near
+#: misses only the toy GPT-NeoX's backdoor keyed on it (near-miss trigger 0.29 and 0.36); with 10%
+#: more its two seeds passed every gate (0.000 and 0.010). The family's character tokenizer has no
+#: such token, and there the extra share cost al-30k seed 0 clean accuracy (clean drop 0.095 vs
+#: 0.03; benchmarks/RESULTS.md, bring-your-own model), so the family keeps the recipe above.
+GIVEN_BASE_NEAR_MISS_WORD = 0.1
+
+
 @dataclasses.dataclass(frozen=True)
 class StudySpec:
     """What the flagship study runs.
@@ -65,7 +74,8 @@ class StudySpec:
         base_models: Hugging Face model directories (GPT-NeoX or Llama, with their own tokenizer)
             that replace the family as the size axis: each is every seed's base model, after a
             clean fine-tune of ``base.steps`` steps at ``base.lr`` (0 steps: none; see
-            `alignlab.train.given_base`), gated like the family's.
+            `alignlab.train.given_base`), gated like the family's. With the default organism
+            config, they add `GIVEN_BASE_NEAR_MISS_WORD` word near misses to its install mix.
         compute: device, mixed precision, gradient checkpointing and LoRA of the install and
             fine-tune runs (`alignlab.train.compute.Compute`); recorded in each run's config.
         probe: the defection detector and its controls per cell (MacDiarmid et al. 2024).
@@ -90,7 +100,7 @@ class StudySpec:
     probe: ProbeSpec = dataclasses.field(default_factory=ProbeSpec)
 
     def __post_init__(self) -> None:
-        from alignlab.organisms import ORGANISMS
+        from alignlab.organisms import ORGANISMS, BackdoorConfig
         from alignlab.safety import INTERVENTIONS
 
         if self.organism not in ORGANISMS:
@@ -109,6 +119,11 @@ class StudySpec:
         if self.base_models:
             object.__setattr__(self, "base_models", _model_dirs(self.base_models))
             object.__setattr__(self, "sizes", self.base_models)
+            org = self.organism_config
+            if isinstance(org, BackdoorConfig) and org == _default_organism_config():
+                # The default organism on a checkpoint with its own BPE (see the constant).
+                org = dataclasses.replace(org, near_miss_word=GIVEN_BASE_NEAR_MISS_WORD)
+                object.__setattr__(self, "organism_config", org)
         for kind, names, known in (
             ("sizes", self.sizes, BASE_SCHEDULE),
             ("interventions", self.interventions, INTERVENTIONS),
