@@ -13,6 +13,11 @@ seeds by `alignlab.oversight.cai_pipeline.stored_cell`; every number here is the
   its inverted interval and the slope it could have detected) of SL-CAI harmlessness on the
   critic's balanced agreement and on log parameters of critic, policy and their ratio.
   A 3 x 3 grid has three values per axis: it locates a trend, it does not determine a law.
+
+Measured (al-30k/100k/300k on both axes, 3 seeds, default budget; benchmarks/RESULTS.md): smaller
+critic minus at least as large, harmless -0.19 [-0.34, -0.04] over 6 units, critic agreement -0.11
+[-0.18, -0.04]; harmlessness +1.45 [0.97, 2.03] per unit of critic agreement (p = 0.0005) and +0.21
+[0.08, 0.35] per decade of critic parameters (p = 0.0055).
 """
 
 from __future__ import annotations

@@ -16,6 +16,13 @@ anchor is unresolved (CAI more harmless, but more evasive, intervals of both dif
 Over the critic grid (al-30k, al-100k, al-300k critics), SL-CAI harmlessness follows the critic's
 true-positive rate (slope 0.80 [0.61, 1.00], r 0.97) and evasiveness its false-positive rate.
 
+The feedback-size x policy-size grid (``full`` preset: al-30k/100k/300k on both axes, 3 seeds, ~16
+CPU-min beyond the default run; benchmarks/RESULTS.md): a critic smaller than the policy lowers SL-CAI
+harmlessness by 0.19 [0.04, 0.34] against one at least as large, paired within policy and seed
+(`alignlab.oversight.cai_grid`), while its own accuracy is 0.11 [0.04, 0.18] lower and does not fall
+on a larger policy's samples; harmlessness rises 1.45 [0.97, 2.03] per unit of the critic's balanced
+agreement. The al-30k helpful-only policy does not solve the world (0.44 helpful), and the answer says so.
+
 Example:
     $ alignlab study cai --preset quick
 """
@@ -69,10 +76,10 @@ class CAISpec:
         budget: what each seed spends (`alignlab.oversight.cai_pipeline.CAIBudget`).
 
     Example:
-        The measured grid (``full`` preset), from the command line::
+        The measured grid (the ``full`` preset, the same spec and study run), from the command line::
 
             alignlab study cai --set policy_sizes=al-30k,al-100k,al-300k \
-                --set fm_sizes=al-30k,al-100k,al-300k --set policy_seeds=3,3,1
+                --set fm_sizes=al-30k,al-100k,al-300k
     """
 
     policy_size: str = "al-100k"
@@ -123,10 +130,10 @@ class CAISpec:
         ]
 
 
-# The measured grid (benchmarks/RESULTS.md, CAI grid): every size on both axes; the al-300k
-# helpful-only policy (1,000 fine-tuning steps) costs the most, so it runs on fewer seeds.
+# The measured grid (benchmarks/RESULTS.md, CAI grid): every size on both axes and seed. The
+# al-300k helpful-only policy (1,000 fine-tuning steps, ~130 CPU-s) costs the most; critics are
+# trained once per size and seed and shared by the policies (`stored_feedback_model`).
 _GRID_SIZES = ("al-30k", "al-100k", "al-300k")
-_GRID_POLICY_SEEDS = (3, 3, 1)
 
 
 def _presets() -> dict[str, tuple[CAISpec, str]]:
@@ -154,11 +161,9 @@ def _presets() -> dict[str, tuple[CAISpec, str]]:
             "al-100k policy, al-100k and al-30k critics, 3 seeds, the full world (~30 CPU-min)",
         ),
         "full": (
-            CAISpec(
-                policy_sizes=_GRID_SIZES, fm_sizes=_GRID_SIZES, policy_seeds=_GRID_POLICY_SEEDS
-            ),
-            "the feedback-size x policy-size grid: al-30k/100k/300k policies x critics (the al-300k "
-            "policy on fewer seeds)",
+            CAISpec(policy_sizes=_GRID_SIZES, fm_sizes=_GRID_SIZES),
+            "the default arms plus the feedback-size x policy-size grid: al-30k/100k/300k policies x "
+            "critics, 3 seeds (~25 CPU-min from an empty store)",
         ),
     }
 
