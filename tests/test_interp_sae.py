@@ -239,3 +239,24 @@ def test_sae_train_config_rejects_nonsense() -> None:
     ):
         with pytest.raises(ValueError, match=r"SAETrainConfig|coefficients"):
             SAETrainConfig(**bad)
+
+
+def test_ce_loss_recovered_leaves_right_padding_out() -> None:
+    # Row 0 is padded after 6 tokens: the masked clean loss must be the mean next-token loss over
+    # the 6 - 1 + 9 real targets only, computed here by hand from the plain forward.
+    torch.manual_seed(0)
+    model = Transformer(SIZES["al-10k"]).eval()
+    tokens = torch.randint(0, model.cfg.d_vocab, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[0, 6:] = 0
+    sae = SAE(SAEConfig(d_in=model.cfg.d_model, d_sae=16, architecture="topk", k=2, hook_name="x"))
+    hook = "blocks.0.hook_resid_post"
+    ce = ce_loss_recovered(model, sae, hook, tokens, mask)
+    with torch.no_grad():
+        per = torch.nn.functional.cross_entropy(
+            model(tokens)[:, :-1].transpose(1, 2), tokens[:, 1:], reduction="none"
+        )
+    expected = float(per[mask[:, 1:].bool()].mean())
+    # float32 losses of size ~log(vocab): a few ulps of the mean.
+    assert ce["ce_clean"] == pytest.approx(expected, rel=1e-5)
+    assert ce["ce_clean"] != pytest.approx(float(per.mean()), rel=1e-4)  # the padding would move it

@@ -293,10 +293,11 @@ def sae(
     stream = (make_batch(task, 32, seq_len, 0, s, "train").tokens for s in range(batches))
     tc = SAETrainConfig() if l1 is None else SAETrainConfig(l1_coefficient=l1)
     trained, _ = train_sae(stream_activations(model, stream, hook), cfg, tc)
-    held = make_batch(task, 32, seq_len, 0, 0, "eval").tokens
+    held_batch = make_batch(task, 32, seq_len, 0, 0, "eval")
+    held = held_batch.tokens
     metrics = sae_metrics(trained, stream_activations(model, iter([held]), hook)).to_dict()
     if hook.endswith(("resid_post", "resid_pre", "hook_attn_out", "hook_mlp_out")):
-        metrics.update(ce_loss_recovered(model, trained, hook, held))
+        metrics.update(ce_loss_recovered(model, trained, hook, held, held_batch.attention_mask))
     save_sae(trained, folder, model_name=str(model_dir))
     _, held_cache = model.run_with_cache(held, names_filter=hook)
     acts = held_cache[hook].reshape(-1, d_in).float()
