@@ -1,4 +1,3 @@
-# ruff: noqa: E501  (the catalogue is a table: one case per line reads best)
 """A catalogue of bad inputs: each gets one clear line and leaves the run store as it was.
 
 Configs, CLI values, data, model directories and store paths. Every case asserts the error's type,
