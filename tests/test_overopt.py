@@ -58,9 +58,11 @@ def test_fits_recover_known_alpha_beta(kind: str) -> None:
 
 
 def test_peak_without_turn_down_is_infinite() -> None:
-    d, r = peak(np.array([0.5, 0.5]), np.array([0.2, -0.1]), "bon")
+    d, r = peak(np.array([0.5, 0.5, -0.2]), np.array([0.2, -0.1, 0.1]), "bon")
     assert d[0] == pytest.approx(1.25, rel=1e-12) and r[0] == pytest.approx(0.3125, rel=1e-12)
     assert math.isinf(d[1]) and math.isnan(r[1])
+    # Falling from the start (alpha < 0): the peak is the starting policy, not the vertex at d < 0.
+    assert d[2] == 0.0 and r[2] == 0.0
 
 
 def test_preference_labels_follow_bradley_terry_noise() -> None:

@@ -24,8 +24,14 @@ import numpy as np
 
 from alignlab._io import write_json_atomic
 from alignlab._validate import check_choice, check_int, raise_problems
-from alignlab.model.config import SIZES
-from alignlab.oversight.process import GeneratorRecipe, flat, recipe_for, sample_traces, train_generator
+from alignlab.oversight.process import (
+    SIZE_LR,
+    GeneratorRecipe,
+    flat,
+    recipe_for,
+    sample_traces,
+    train_generator,
+)
 from alignlab.report import html as h
 from alignlab.safety.overopt import (
     ProxyData,
@@ -58,9 +64,7 @@ class OveroptSpec:
         n_test: held-out problems of the best-of-n arm.
         max_n: samples per held-out problem; n = 1, 2, 4, ... up to it.
         rl: the RL arm (``steps`` 0: best-of-n only).
-        rl_sizes: proxy sizes the RL arm runs against (every data size). The policy's own size by
-            default: the al-100k proxies stayed near chance (pair accuracy 0.43-0.61 from 100 to
-            10,000 pairs, where al-30k reached 0.76-0.80; measured), and RL against them only drifted.
+        rl_sizes: proxy sizes the RL arm runs against (every data size).
     """
 
     generator: GeneratorRecipe = dataclasses.field(default_factory=GeneratorRecipe)
@@ -71,7 +75,7 @@ class OveroptSpec:
     n_test: int = 64
     max_n: int = 256
     rl: RLArm = dataclasses.field(default_factory=RLArm)
-    rl_sizes: tuple[str, ...] = ("al-30k",)
+    rl_sizes: tuple[str, ...] = ("al-30k", "al-100k")
 
     def __post_init__(self) -> None:
         raise_problems(
@@ -80,7 +84,7 @@ class OveroptSpec:
                 None if self.rm_sizes else "rm_sizes must list at least one size",
                 None if self.n_pairs else "n_pairs must list at least one size",
                 None if self.seeds else "seeds must list at least one seed",
-                *(check_choice("rm_sizes", s, tuple(SIZES)) for s in self.rm_sizes),
+                *(check_choice("rm_sizes", s, tuple(SIZE_LR)) for s in self.rm_sizes),
                 *(check_choice("rl_sizes", s, self.rm_sizes) for s in self.rl_sizes),
                 *(check_int("n_pairs", n, lo=2, hi=10_000_000) for n in self.n_pairs),
                 *(check_int("seeds", s, lo=0) for s in self.seeds),
@@ -113,7 +117,7 @@ def _presets() -> dict[str, tuple[OveroptSpec, str]]:
         ),
         "default": (
             OveroptSpec(rl=RLArm(steps=150)),
-            "proxies al-30k and al-100k on 100/1000/10000 pairs, 2 seeds, best-of-256, RL vs al-30k",
+            "proxies al-30k and al-100k on 100/1000/10000 pairs, 2 seeds, best-of-256, RL against each",
         ),
     }
 
@@ -160,7 +164,7 @@ def run_seed(store: Store, spec: OveroptSpec, seed: int) -> dict[str, Any]:
             for n in spec.n_pairs:
                 t1 = time.perf_counter()
                 data = dataclasses.replace(spec.proxy, n_pairs=n)
-                rm = train_proxy(init, train[:n], pairs[:n], labels[:n], data, seed)
+                rm = train_proxy(init, train[:n], pairs[:n], labels[:n], data, seed, size)
                 proxy = rm.rewards(tp, tt).reshape(len(test), -1)
                 cell: dict[str, Any] = {
                     "pair_accuracy": pair_accuracy(rm, held, held_pairs),
@@ -253,9 +257,19 @@ def run_overopt(store: Store, spec: OveroptSpec) -> dict[str, Any]:
         f"fit d*={_peak_text(r['bon_gold_fit'])}"
         for r in rows
     )
+    rl = "; ".join(
+        f"{r['size']} n={r['n_pairs']}: d*={_peak_text(r['rl_gold_fit'])}" for r in rows if "rl_gold_fit" in r
+    )
+    accs = "; ".join(
+        f"{size} {min(a for r in rows if r['size'] == size for a in r['pair_accuracy']):.2f}-"
+        f"{max(a for r in rows if r['size'] == size for a in r['pair_accuracy']):.2f}"
+        for size in spec.rm_sizes
+    )
     answer = (
         f"Gold reward under best-of-n against each proxy peaks at: {peaks} "
         f"(largest d measured {rows[0]['d'][-1]:.2f})."
+        + (f" Under RL the gold fit peaks at {rl}." if rl else "")
+        + f" Proxies' held-out pair accuracy: {accs}."
     )
     return {
         "answer": answer,
