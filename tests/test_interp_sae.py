@@ -260,3 +260,20 @@ def test_ce_loss_recovered_leaves_right_padding_out() -> None:
     # float32 losses of size ~log(vocab): a few ulps of the mean.
     assert ce["ce_clean"] == pytest.approx(expected, rel=1e-5)
     assert ce["ce_clean"] != pytest.approx(float(per.mean()), rel=1e-4)  # the padding would move it
+
+
+def test_stream_activations_of_a_padded_batch_yields_its_real_positions_only() -> None:
+    from alignlab.tasks.base import Batch
+
+    torch.manual_seed(0)
+    model = Transformer(SIZES["al-10k"]).eval()
+    tokens = torch.randint(0, model.cfg.d_vocab, (2, 10))
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[0, 6:] = 0
+    hook = "blocks.0.hook_resid_post"
+    (plain,) = list(stream_activations(model, iter([tokens]), hook))
+    (real,) = list(stream_activations(model, iter([Batch(tokens, None, mask)]), hook))
+    # Position 0 is skipped; then 5 real positions of row 0 and 9 of row 1.
+    assert plain.shape[0] == 18 and real.shape[0] == 14
+    keep = mask[:, 1:].reshape(-1).bool()
+    assert torch.equal(real, plain[keep])  # the same forward, only selected

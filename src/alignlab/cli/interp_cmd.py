@@ -290,12 +290,13 @@ def sae(
     )
     d_in = probe_cache[hook][0, 0].numel()
     cfg = SAEConfig(d_in=d_in, d_sae=d_sae, architecture=arch, k=k if arch == "topk" else 0, hook_name=hook)  # type: ignore[arg-type]
-    stream = (make_batch(task, 32, seq_len, 0, s, "train").tokens for s in range(batches))
+    # Batches, not bare tokens: their attention masks keep padding out of the SAE's data.
+    stream = (make_batch(task, 32, seq_len, 0, s, "train") for s in range(batches))
     tc = SAETrainConfig() if l1 is None else SAETrainConfig(l1_coefficient=l1)
     trained, _ = train_sae(stream_activations(model, stream, hook), cfg, tc)
     held_batch = make_batch(task, 32, seq_len, 0, 0, "eval")
     held = held_batch.tokens
-    metrics = sae_metrics(trained, stream_activations(model, iter([held]), hook)).to_dict()
+    metrics = sae_metrics(trained, stream_activations(model, iter([held_batch]), hook)).to_dict()
     if hook.endswith(("resid_post", "resid_pre", "hook_attn_out", "hook_mlp_out")):
         metrics.update(ce_loss_recovered(model, trained, hook, held, held_batch.attention_mask))
     save_sae(trained, folder, model_name=str(model_dir))

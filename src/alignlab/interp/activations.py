@@ -11,6 +11,7 @@ from torch import Tensor
 from alignlab.model import Transformer
 from alignlab.model import tokenizer as tk
 from alignlab.model.text import Tokenizer, char_tokenizer
+from alignlab.tasks.base import Batch
 
 
 def pad_right(seqs: Sequence[Sequence[int]]) -> tuple[Int[Tensor, "b p"], Int[Tensor, "b p"]]:
@@ -71,19 +72,26 @@ def last_token_activations(
 @torch.no_grad()
 def stream_activations(
     model: Transformer,
-    token_batches: Iterator[Int[Tensor, "b p"]],
+    token_batches: Iterator[Int[Tensor, "b p"] | Batch],
     hook: str,
     skip_first: bool = True,
 ) -> Iterator[Float[Tensor, "n d"]]:
-    """Yield ``[batch * pos, d]`` activations of ``hook`` one token batch at a time.
+    """Yield ``[n, d]`` activations of ``hook`` one token batch at a time.
 
     Nothing is kept between batches, so an SAE can train on more activations than fit in memory.
-    ``skip_first`` drops position 0 (the BOS token's residual is an outlier in every model).
+    ``skip_first`` drops position 0 (the BOS token's residual is an outlier in every model). A
+    `Batch` with an ``attention_mask`` yields its real positions only: right padding is most of a
+    short chat batch under a BPE, and its residuals are not the model's activations on text.
     """
     model.eval()
-    for tokens in token_batches:
+    for item in token_batches:
+        tokens, mask = (item.tokens, item.attention_mask) if isinstance(item, Batch) else (item, None)
         _, cache = model.run_with_cache(tokens.to(model.device), names_filter=hook)
         act = cache[hook]
-        if skip_first:
-            act = act[:, 1:]
-        yield act.reshape(-1, act[0, 0].numel()).float()
+        start = 1 if skip_first else 0
+        act = act[:, start:]
+        flat = act.reshape(act.shape[0], act.shape[1], -1)
+        if mask is not None:
+            yield flat[mask[:, start:].to(flat.device).bool()].float()
+        else:
+            yield flat.reshape(-1, flat.shape[-1]).float()
