@@ -241,14 +241,20 @@ def test_sae_train_config_rejects_nonsense() -> None:
             SAETrainConfig(**bad)
 
 
-def test_ce_loss_recovered_leaves_right_padding_out() -> None:
-    # Row 0 is padded after 6 tokens: the masked clean loss must be the mean next-token loss over
-    # the 6 - 1 + 9 real targets only, computed here by hand from the plain forward.
+def _padded_batch() -> tuple[Transformer, torch.Tensor, torch.Tensor]:
+    """A seeded untrained al-10k and two rows of 10 random tokens, row 0 padded after 6."""
     torch.manual_seed(0)
     model = Transformer(SIZES["al-10k"]).eval()
     tokens = torch.randint(0, model.cfg.d_vocab, (2, 10))
     mask = torch.ones(2, 10, dtype=torch.long)
     mask[0, 6:] = 0
+    return model, tokens, mask
+
+
+def test_ce_loss_recovered_leaves_right_padding_out() -> None:
+    # Row 0 is padded after 6 tokens: the masked clean loss must be the mean next-token loss over
+    # the 6 - 1 + 9 real targets only, computed here by hand from the plain forward.
+    model, tokens, mask = _padded_batch()
     sae = SAE(SAEConfig(d_in=model.cfg.d_model, d_sae=16, architecture="topk", k=2, hook_name="x"))
     hook = "blocks.0.hook_resid_post"
     ce = ce_loss_recovered(model, sae, hook, tokens, mask)
@@ -265,11 +271,7 @@ def test_ce_loss_recovered_leaves_right_padding_out() -> None:
 def test_stream_activations_of_a_padded_batch_yields_its_real_positions_only() -> None:
     from alignlab.tasks.base import Batch
 
-    torch.manual_seed(0)
-    model = Transformer(SIZES["al-10k"]).eval()
-    tokens = torch.randint(0, model.cfg.d_vocab, (2, 10))
-    mask = torch.ones(2, 10, dtype=torch.long)
-    mask[0, 6:] = 0
+    model, tokens, mask = _padded_batch()
     hook = "blocks.0.hook_resid_post"
     (plain,) = list(stream_activations(model, iter([tokens]), hook))
     (real,) = list(stream_activations(model, iter([Batch(tokens, None, mask)]), hook))

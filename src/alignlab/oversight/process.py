@@ -444,6 +444,12 @@ def selection_weights(m: int, n: int) -> np.ndarray:
     return np.asarray(special.comb(m - 1 - r, n - 1, exact=False) / special.comb(m, n, exact=False))
 
 
+def bon_ns(max_n: int) -> list[int]:
+    """The best-of-N grid of the studies: N = 1, 2, 4, ... and ``max_n`` itself."""
+    out = [2**i for i in range(int(math.log2(max_n)) + 1)]
+    return out if out[-1] == max_n else [*out, max_n]
+
+
 def best_of_n(scores: np.ndarray, outcomes: np.ndarray, n: int) -> np.ndarray:
     """Per problem, the expected outcome of the best-scored of ``n`` of its samples.
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from alignlab._validate import check_choice, check_int, raise_problems
 from alignlab.oversight.process import (
     SIZE_LR,
     GeneratorRecipe,
+    bon_ns,
     flat,
     recipe_for,
     sample_traces,
@@ -95,8 +95,7 @@ class OveroptSpec:
 
     @property
     def ns(self) -> list[int]:
-        out = [2**i for i in range(int(math.log2(self.max_n)) + 1)]
-        return out if out[-1] == self.max_n else [*out, self.max_n]
+        return bon_ns(self.max_n)
 
 
 def _presets() -> dict[str, tuple[OveroptSpec, str]]:

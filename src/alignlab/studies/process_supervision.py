@@ -28,6 +28,7 @@ from alignlab.oversight.process import (
     GeneratorRecipe,
     RMTraining,
     bon_curve,
+    bon_ns,
     chain_rates,
     check_all,
     flat,
@@ -44,7 +45,7 @@ from alignlab.safety.overopt import RLArm
 from alignlab.stats import Estimate, seed_interval
 from alignlab.store import Store
 from alignlab.studies.registry import StudyDef, register_study
-from alignlab.tasks.op_chain import chain_problems
+from alignlab.tasks.op_chain import ChainProblem, chain_problems
 
 #: Uesato et al. (2022, table 2, GSM8K, final-answer RL + reranking): trace error of the
 #: outcome-supervised and the process-supervised reward model.
@@ -106,9 +107,7 @@ class ProcessSpec:
 
     @property
     def ns(self) -> list[int]:
-        """N = 1, 2, 4, ... and ``max_n`` itself."""
-        out = [2**i for i in range(int(math.log2(self.max_n)) + 1)]
-        return out if out[-1] == self.max_n else [*out, self.max_n]
+        return bon_ns(self.max_n)
 
 
 def _presets() -> dict[str, tuple[ProcessSpec, str]]:
@@ -157,8 +156,7 @@ def run_seed(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
         test = chain_problems(spec.n_test, seed, "bon-test", spec.generator.noise)
         samples = sample_traces(gen, test, spec.max_n, seed, spec.temperature)
         checks = check_all(test, samples)
-        train = chain_problems(spec.n_labelled // spec.per_problem, seed, "rm-train", spec.generator.noise)
-        lp, lt = flat(train, sample_traces(gen, train, spec.per_problem, seed + 10_000, spec.temperature))
+        lp, lt = _labelled_samples(gen, spec, seed)
         held = chain_problems(128, seed, "rm-heldout", spec.generator.noise)
         hp, ht = flat(held, sample_traces(gen, held, 2, seed + 20_000, spec.temperature))
         tp, tt = flat(test, samples)
@@ -197,6 +195,13 @@ def _spec_dict(spec: ProcessSpec) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(spec)))
 
 
+def _labelled_samples(gen: Any, spec: ProcessSpec, seed: int) -> tuple[list[ChainProblem], list[str]]:
+    """The reward models' training samples of one seed (prompts, traces): the same in `run_seed`
+    and `run_rl`, which refits the reward models rather than storing them."""
+    train = chain_problems(spec.n_labelled // spec.per_problem, seed, "rm-train", spec.generator.noise)
+    return flat(train, sample_traces(gen, train, spec.per_problem, seed + 10_000, spec.temperature))
+
+
 def run_rl(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
     """The RL arm for one seed: RLOO of the generator against the ORM and the PRM of its own size
     (refitted exactly as in `run_seed`: same data, same seed), with final accuracy, all-steps-right
@@ -211,8 +216,7 @@ def run_rl(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         gen = load(train_generator(store, spec.generator, seed).dir / "model")
-        train = chain_problems(spec.n_labelled // spec.per_problem, seed, "rm-train", spec.generator.noise)
-        lp, lt = flat(train, sample_traces(gen, train, spec.per_problem, seed + 10_000, spec.temperature))
+        lp, lt = _labelled_samples(gen, spec, seed)
         out: dict[str, Any] = {"seed": seed}
         for kind in KINDS:
             rm = train_step_rm(gen, lp, lt, kind, seed, spec.rm)  # type: ignore[arg-type]
