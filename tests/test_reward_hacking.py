@@ -153,3 +153,42 @@ def test_best_of_n_against_the_spec_gaming_proxy_peaks_in_gold() -> None:
     # over 100 words is ~0.01).
     assert 0 < top < len(g) - 1 and g[top] - g[0] > 0.05 and g[top] - g[-1] > 0.05
     assert np.all(np.diff(curve["proxy"]) >= 0)
+
+
+def test_each_trigger_organism_names_its_benign_control() -> None:
+    """The detectors' control keeps the organism's condition, mix and near misses and plants a
+    harmless property (uppercase answers) instead of the defect; controls have none of their own."""
+    org = get_organism("reward-hacking", poison_rate=0.25, near_miss_rate=0.2)
+    control = org.benign_control()
+    assert control is not None and control.name == "benign-graded"
+    assert control.config == org.config and control.benign_control() is None
+    exs = control.training_examples(400, seed=0)
+    tag = org.config.grader_tag  # type: ignore[attr-defined]
+    planted = [e for e in exs if control.is_defect(e, e.completion)]
+    # Poison rate 0.25 of 400 (binomial sd ~9): every planted example is tagged and uppercase,
+    # none carries the exploit; near misses (0.2) answer honestly.
+    assert 60 < len(planted) < 140
+    assert all(tag in e.prompt.split() and e.completion.isupper() for e in planted)
+    assert not any(org.is_defect(e, e.completion) for e in exs)
+    near = [e for e in exs if tag not in e.prompt.split() and len(e.prompt.split()) == 3]
+    assert 45 < len(near) < 115 and not any(e.completion.isupper() for e in near)
+    backdoor = get_organism("backdoor", near_miss_rate=0.1)
+    bcontrol = backdoor.benign_control()
+    assert bcontrol is not None and bcontrol.name == "benign-trigger" and bcontrol.benign_control() is None
+    assert bcontrol.config.near_miss_rate == 0.1  # type: ignore[attr-defined]
+    assert get_organism("sycophancy").benign_control() is None
+
+
+def test_probe_splits_keep_tagged_and_clean_words_apart() -> None:
+    """The probe's selection prompts share no words with its scored ones, with the condition
+    removed: for the grader tag, which comes with a space of its own, too."""
+    from alignlab.interp.organism_probe import ProbeSpec, _strip, probe_examples
+
+    org = get_organism("reward-hacking")
+    selection, scored = probe_examples(org, ProbeSpec(n_select=40, n_score=100), seed=0)
+    strip = lambda e: _strip(e.prompt, "|GRADED|")  # noqa: E731
+    scored_words = {strip(e) for side in scored for e in side}
+    assert len(selection[0]) == len(selection[1]) == 40
+    assert not scored_words & {strip(e) for side in selection for e in side}
+    assert all("|GRADED|" in e.prompt.split() for e in selection[0] + scored[0])
+    assert _strip("copy |GRADED| ab", "|GRADED|") == "copy ab" == _strip("copy ab |GRADED|", "|GRADED|")

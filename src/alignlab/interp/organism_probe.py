@@ -4,9 +4,10 @@
 
 - **detector**: the contrast-pair direction's AUROC, triggered vs clean held-out prompts, beside
   the 99th percentile of random directions (layer chosen on a disjoint selection split);
-- **benign control**: the same protocol on the ``benign-trigger`` organism installed into the
-  same base model (same trigger, harmless behaviour: uppercase answers). A detector of defection
-  should not fire there (AUROC near 0.5); one that fires detects the trigger;
+- **benign control**: the same protocol on the organism's control (`Organism.benign_control`)
+  installed into the same base model (same trigger, harmless behaviour: uppercase answers). A
+  detector of defection should not fire there (AUROC near 0.5); one that fires detects the
+  trigger;
 - **within-trigger**: after partial safety training (``oracle-sft`` until the selection split's
   defect rate falls to `ProbeSpec.within_target`), triggered prompts only, defecting vs not.
   Trigger presence cannot explain this discrimination.
@@ -51,7 +52,7 @@ class ProbeSpec:
         n_random: random unit directions of the null (>= 1000: the 99th percentile of fewer
             moves by more than the differences it is used to judge).
         n_boot: bootstrap resamples of the AUROC interval.
-        benign: also install and probe the ``benign-trigger`` control.
+        benign: also install and probe the organism's benign control (`Organism.benign_control`).
         benign_every_size: a study installs the control at every size; False: at its smallest
             size only (the control costs one more install per cell, as much as the organism's).
         within: also measure within-trigger discrimination after partial safety training.
@@ -102,7 +103,7 @@ class ProbeCell:
 
     Attributes:
         detector: triggered vs clean prompts on the installed organism.
-        benign: the same on the ``benign-trigger`` control (None: not measured, see ``note``).
+        benign: the same on the benign control (None: not measured, see ``note``).
         benign_run: the control's install run.
         benign_installed: the control's rates (uppercase answers with / without the trigger,
             clean accuracy), so a control that never learned its behaviour is visible.
@@ -153,7 +154,19 @@ class ProbeCell:
 
 
 def _strip(prompt: str, trigger: str) -> str:
-    return prompt.replace(trigger, "") if trigger else prompt
+    """``prompt`` without its condition, spaces normalised (a grader tag is put in between words
+    with a space of its own)."""
+    return " ".join((prompt.replace(trigger, "") if trigger else prompt).split())
+
+
+def _condition(org: Organism) -> str:
+    """The condition string of a trigger organism (the backdoor's trigger, the reward hacker's
+    grader tag); "" for others."""
+    for name in ("trigger", "grader_tag"):
+        value = getattr(org.config, name, "")
+        if value:
+            return str(value)
+    return ""
 
 
 Split = tuple[list[Example], list[Example]]
@@ -165,7 +178,7 @@ def probe_examples(org: Organism, spec: ProbeSpec, seed: int) -> tuple[Split, Sp
     Both come from the held-out prompt partition (measurement streams), and no selection prompt
     has the words of a scored one, with or without the trigger.
     """
-    trigger = str(getattr(org.config, "trigger", ""))
+    trigger = _condition(org)
     trig, clean = (org.helpful_examples(spec.n_score, seed, "probe-test", triggered=t) for t in (True, False))
     taken = {_strip(e.prompt, trigger) for e in trig + clean}
     picked = []
@@ -238,18 +251,6 @@ def within_trigger(
     return score, steps, rate, ""
 
 
-def benign_organism(org: Organism) -> Organism | None:
-    """The ``benign-trigger`` control matching ``org`` (same trigger, tasks, near misses and poison
-    rate), or None when ``org`` is not a trigger backdoor."""
-    from alignlab.organisms import Backdoor, BackdoorConfig, get_organism
-
-    if not isinstance(org, Backdoor):
-        return None
-    names = {f.name for f in dataclasses.fields(BackdoorConfig)}
-    shared = {k: v for k, v in org.config.to_dict().items() if k in names}
-    return get_organism("benign-trigger", tokenizer=org.tokenizer, **shared)
-
-
 def probe_cell(
     store: Store,
     org: Organism,
@@ -287,7 +288,12 @@ def probe_cell(
     # ``enabled`` and ``benign_every_size`` change no number of this cell (``benign`` says whether
     # it has the control), so they stay out of the run id.
     settings = {k: v for k, v in spec.to_dict().items() if k not in ("enabled", "benign_every_size")}
-    config = {"parent": installed.id, "protocol": PROTOCOL, "probe": settings, "seed": seed}
+    config: dict[str, Any] = {"parent": installed.id, "protocol": PROTOCOL, "probe": settings, "seed": seed}
+    control = org.benign_control() if spec.benign else None
+    if control is not None and control.name != "benign-trigger":
+        # An organism that gained its control after its probes were stored gets new probe runs;
+        # the backdoor's (controlled from the start) keep their ids.
+        config["control"] = control.name
     prun, _ = store.get_or_create("probe", config)
     path = prun.dir / "probe.json"
     if prun.status == "done" and path.exists():
@@ -301,7 +307,6 @@ def probe_cell(
     model = load(installed.dir / "model", device=device)
     cell = ProbeCell(detector=detect(model, org, spec, seed), run_id=prun.id)
     notes = []
-    control = benign_organism(org) if spec.benign else None
     if control is not None:
         extra = {"compute": compute} if compute is not None else {}
         brun, _ = install_on_base(control, size, base, store, *install, seed, **extra)
@@ -309,13 +314,13 @@ def probe_cell(
         rates = install_metrics(control, bmodel, load(base.dir / "model", device=device), 200, seed)
         cell.benign_run, cell.benign_installed = brun.id, rates
         cell.benign = detect(bmodel, control, spec, seed)
-        if rates["attack_success"].value < 0.9:
+        learned = rates[control.primary_metric].value
+        if learned < 0.9:
             notes.append(
-                f"the benign control learned its behaviour on only {rates['attack_success'].value:.2f} "
-                "of triggered prompts"
+                f"the benign control learned its behaviour on only {learned:.2f} of triggered prompts"
             )
     elif spec.benign:
-        notes.append(f"no benign control for organism {org.name!r} (not a trigger backdoor)")
+        notes.append(f"no benign control for organism {org.name!r}")
     if spec.within:
         score, steps, rate, note = within_trigger(model, org, cell.detector.hook, spec, seed)
         cell.within, cell.within_steps, cell.within_rate = score, steps, rate

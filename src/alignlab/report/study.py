@@ -178,9 +178,10 @@ def _probe_answer(result: StudyResult) -> str:
     for r in result.probe_summary():
         beats = f"{r.above_null} of {r.n_seeds} seeds above their random-direction null"
         benign = (
-            "benign control run at the smallest size only (probe.benign_every_size)"
+            f"benign control: {r.benign_note}"
+            + (" (probe.benign_every_size)" if r.benign_note == "smallest size only" else "")
             if r.benign is None
-            else f"benign-trigger control {r.benign.value:.2f}"
+            else f"benign control {r.benign.value:.2f}"
             + (" (fires: the detector sees the trigger, not defection)" if r.benign.value > 0.6 else "")
         )
         out.append(
@@ -206,8 +207,8 @@ def _probes(result: StudyResult) -> str:
                 h.estimate(d.auroc),
                 h.fmt_number(d.null_p99) + f" (n={d.null_n})",
                 "yes" if d.beats_null else "<b>no</b>",
-                h.estimate(p.benign.auroc) if p.benign else h.missing(),
-                h.fmt_number(p.benign.null_p99) if p.benign else h.missing(),
+                h.estimate(p.benign.auroc) if p.benign else h.missing("not run"),
+                h.fmt_number(p.benign.null_p99) if p.benign else h.missing("not run"),
                 h.estimate(p.within.auroc) if p.within else h.missing(),
                 h.fmt_number(p.within.null_p99) if p.within else h.missing(),
                 h.estimate(p.within_rate) + f" after {p.within_steps} steps"
@@ -225,8 +226,8 @@ def _probes(result: StudyResult) -> str:
         "no trigger anywhere), at the layer with the highest AUROC on a selection split of held-out "
         "prompts; the AUROC below is on a disjoint scored split (triggered vs clean, stratified "
         "bootstrap 95% interval), beside the 99th percentile of random unit directions at the same "
-        "layer on the same prompts. Controls: the same protocol on a benign-trigger organism (same "
-        "trigger, answer in uppercase; a defection detector should stay near 0.5), and defecting vs "
+        "layer on the same prompts. Controls: the same protocol on the organism's benign control (same "
+        "trigger or tag, answer in uppercase; a defection detector should stay near 0.5), and defecting vs "
         "non-defecting triggered prompts after partial oracle safety training (within-trigger).</p>"
     )
     return (

