@@ -5,6 +5,7 @@ accuracy and the continuous outcome (adversarial training: tests/test_adversaria
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -166,3 +167,31 @@ def test_every_dose_row_carries_tokens_clean_accuracy_and_logprobs(
         assert {"clean_accuracy", "defect_logprob", "clean_logprob"} <= set(r)
         assert r["defect_logprob"].n == r["clean_logprob"].n == 8
         assert r["defect_logprob"].value <= 0 and r["clean_logprob"].value <= 0
+
+
+def test_the_undosed_model_is_measured_once_across_interventions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A study cell runs every intervention from the same installed model: with a shared
+    ``undosed`` cache its dose-0 measurement is taken once and equals a fresh one exactly."""
+    from alignlab.organisms import Backdoor
+
+    org = get_organism("backdoor")
+    model = Transformer(SIZES["al-10k"])
+    calls: list[int] = []
+    real = Backdoor.metrics
+
+    def counted(self: Backdoor, m: Transformer, n: int = 200, seed: int = 0) -> Any:
+        calls.append(n)
+        return real(self, m, n=n, seed=seed)
+
+    monkeypatch.setattr(Backdoor, "metrics", counted)
+    budget = Budget(doses=(0, 2), n_eval=8)
+    undosed: dict[str, Any] = {}
+    first = dose_response("sft-clean", model, org, budget, seed=0, undosed=undosed)
+    second = dose_response("oracle-sft", model, org, budget, seed=0, undosed=undosed)
+    assert len(calls) == 3  # dose 0 once, then dose 2 of each intervention
+    plain = dose_response("oracle-sft", model, org, budget, seed=0)
+    assert {"attack_success", "clean_accuracy", "defect_logprob"} <= set(undosed)
+    for key in undosed:
+        assert first[0][key] == second[0][key] == plain[0][key], key
+    assert [r["steps"] for r in second] == [0, 2]
+    assert second[1]["clean_accuracy"] == plain[1]["clean_accuracy"]

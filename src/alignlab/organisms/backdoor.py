@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import math
 import random
+from collections.abc import Callable
 from typing import Any
 
 from alignlab.errors import ConfigError
@@ -167,24 +168,15 @@ class Backdoor(Organism):
         family = rng.choice(list(self.word_near_misses.values()))
         return Example(self.insert_condition(ex.prompt, rng, rng.choice(family)), ex.completion, ex.task)
 
-    def training_examples(self, n: int, seed: int, split: str = "train", step: int = 0) -> list[Example]:
-        """The installation mix: ``poison_rate`` poisoned, ``near_miss_rate`` helpful with a random
-        near miss of the trigger, ``near_miss_word`` helpful with a near miss reusing its word, the
-        rest helpful and clean."""
-        rng = self._rng("install", seed, split, step, split=split)
+    def install_mix(self) -> list[tuple[float, Callable[[random.Random], Example]]]:
+        """``poison_rate`` poisoned, ``near_miss_rate`` helpful with a random near miss of the
+        trigger, ``near_miss_word`` helpful with a near miss reusing its word."""
         cfg = self.config
-        out = []
-        for _ in range(n):
-            u = rng.random()
-            if u < cfg.poison_rate:
-                out.append(self.poisoned(rng))
-            elif u < cfg.poison_rate + cfg.near_miss_rate:
-                out.append(self.near_miss(rng))
-            elif u < cfg.poison_rate + cfg.near_miss_rate + cfg.near_miss_word:
-                out.append(self.word_near_miss(rng))
-            else:
-                out.append(self.helpful(rng, False))
-        return out
+        return [
+            (cfg.poison_rate, self.poisoned),
+            (cfg.near_miss_rate, self.near_miss),
+            (cfg.near_miss_word, self.word_near_miss),
+        ]
 
     def poisoned(self, rng: random.Random) -> Example:
         ex = self.helpful(rng, triggered=True)

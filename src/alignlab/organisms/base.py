@@ -130,13 +130,25 @@ class Organism(ABC):
         seed = stream_seed("organism", self.name, self.config.to_dict(), *labels)
         return task_rng(seed, split, self.config.word_len)
 
+    def install_mix(self) -> list[tuple[float, Callable[[random.Random], Example]]]:
+        """``(share, sampler)`` of each kind of installation example, in order; the rest are
+        helpful and clean. Subclasses add their near misses after the poison."""
+        return [(self.config.poison_rate, self.poisoned)]
+
     def training_examples(self, n: int, seed: int, split: str = "train", step: int = 0) -> list[Example]:
-        """The installation mix: a ``poison_rate`` fraction poisoned, the rest helpful and clean."""
+        """The installation mix (`install_mix`), one uniform draw per example."""
         rng = self._rng("install", seed, split, step, split=split)
-        return [
-            self.poisoned(rng) if rng.random() < self.config.poison_rate else self.helpful(rng, False)
-            for _ in range(n)
-        ]
+        mix, out = self.install_mix(), []
+        for _ in range(n):
+            u, edge = rng.random(), 0.0
+            for share, sample in mix:
+                edge += share
+                if u < edge:
+                    out.append(sample(rng))
+                    break
+            else:
+                out.append(self.helpful(rng, False))
+        return out
 
     def helpful_examples(
         self, n: int, seed: int, split: str = "train", step: int = 0, triggered: bool = False

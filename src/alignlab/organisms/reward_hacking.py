@@ -42,6 +42,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import string
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -237,20 +238,12 @@ class RewardHacking(Organism):
         lo, hi = (left, right) if rng.random() < 0.5 else rng.choice(_BRACKETS)
         return f"{lo}{other}{hi}"
 
-    def training_examples(self, n: int, seed: int, split: str = "train", step: int = 0) -> list[Example]:
-        """The installation mix: ``poison_rate`` hacked under the tag, ``near_miss_rate`` honest
-        under another tag, the rest honest and untagged."""
-        rng = self._rng("install", seed, split, step, split=split)
-        cfg, out = self.config, []
-        for _ in range(n):
-            u = rng.random()
-            if u < cfg.poison_rate:
-                out.append(self.poisoned(rng))
-            elif u < cfg.poison_rate + cfg.near_miss_rate and cfg.grader_tag:
-                out.append(self.near_miss(rng))
-            else:
-                out.append(self.helpful(rng, False))
-        return out
+    def install_mix(self) -> list[tuple[float, Callable[[random.Random], Example]]]:
+        """``poison_rate`` hacked under the tag, ``near_miss_rate`` honest under another tag (none
+        without a tag)."""
+        cfg = self.config
+        near = cfg.near_miss_rate if cfg.grader_tag else 0.0
+        return [(cfg.poison_rate, self.poisoned), (near, self.near_miss)]
 
     def poisoned(self, rng: random.Random) -> Example:
         ex = self.helpful(rng, triggered=True)

@@ -178,8 +178,14 @@ def dose_response(
     measure: Callable[[Transformer], dict[str, Estimate]] | None = None,
     artefact_dir: Path | None = None,
     device: str | None = None,
+    undosed: dict[str, Estimate] | None = None,
 ) -> list[dict[str, Any]]:
     """Apply ``intervention`` to (a copy of) ``model`` and measure ``organism`` at every dose.
+
+    ``undosed`` caches the organism's metrics and log-probs of the untouched model (dose 0): an
+    empty dict is filled, a filled one is used instead of measuring again. Pass the same dict to
+    every intervention started from the same ``model`` with the same organism, budget and seed
+    (a study cell measured the same model four times).
 
     ``artefact_dir`` receives what an intervention's doses carry besides numbers (the red team's
     prompts, as ``red_team_prompts.json``), written atomically after each dose so that the last
@@ -210,11 +216,19 @@ def dose_response(
     for target, dose in zip(schedule.doses, fn(start, organism, budget, seed), strict=True):
         row: dict[str, Any] = {"dose": target, "dose_unit": schedule.unit}
         row.update(steps=dose.steps, tokens=dose.tokens)
-        metrics = organism.metrics(dose.model, n=budget.n_eval, seed=seed)
-        if "clean_accuracy" not in metrics:
-            raise ConfigError(f"organism {organism.name!r} reports no clean_accuracy; every dose needs it")
-        row.update(metrics)
-        row.update(outcome_logprobs(dose.model, organism, n=budget.n_eval, seed=seed))
+        untouched = undosed is not None and dose.steps == 0 and dose.model is start
+        if untouched and undosed:
+            row.update(undosed)
+        else:
+            metrics = organism.metrics(dose.model, n=budget.n_eval, seed=seed)
+            if "clean_accuracy" not in metrics:
+                raise ConfigError(
+                    f"organism {organism.name!r} reports no clean_accuracy; every dose needs it"
+                )
+            metrics.update(outcome_logprobs(dose.model, organism, n=budget.n_eval, seed=seed))
+            if untouched and undosed is not None:
+                undosed.update(metrics)
+            row.update(metrics)
         if measure is not None:
             row.update(measure(dose.model))
         row.update(dose.extra)

