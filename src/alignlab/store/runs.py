@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, get_args
 
+from alignlab._io import write_json_atomic
 from alignlab.errors import StoreError
 from alignlab.store import _db
 from alignlab.store.ids import canonical_json, current_version, run_id
@@ -176,6 +177,66 @@ class Store:
         run = self._to_run(row)
         _mkdir(run.dir, self.root)
         return run, created
+
+    def cached_json(
+        self,
+        kind: str,
+        config: Mapping[str, Any],
+        filename: str,
+        compute: Callable[[Run], Any],
+        *,
+        recipe: Mapping[str, Any] | None = None,
+        name: str | None = None,
+        indent: int | None = None,
+    ) -> tuple[Any, Run]:
+        """``compute``'s JSON result, stored as ``filename`` in the run for ``config``.
+
+        Reruns reuse finished work: a ``done`` run whose file exists is read back and ``compute``
+        is not called, so a study can be interrupted and resumed cell by cell. Otherwise the run
+        is marked ``running``, ``compute(run)`` runs (it may write its own artefacts into
+        ``run.dir``), its value is written atomically (a reader never sees half a file) and the
+        run is marked ``done``. If ``compute`` or the write raises, the run is marked ``failed``
+        and the error re-raised; the next call computes again. A file is written only when the
+        run is not yet ``done``, so nothing a finished run stored is overwritten.
+
+        Args:
+            kind: the run's kind, as for `get_or_create`.
+            config: what is computed; with ``recipe`` it gives the run id (see `get_or_create`).
+            filename: the JSON file's name inside ``run.dir``.
+            compute: called with the run; returns a JSON-able value.
+            recipe: as for `get_or_create`.
+            name: as for `get_or_create`.
+            indent: ``json.dumps`` indent of the stored file (None: one line).
+
+        Returns:
+            ``(result, run)``: the computed value, or on a finished run the stored JSON decoded
+            (tuples read back as lists); ``run.status`` is ``"done"``.
+
+        Raises:
+            StoreError: as `get_or_create`.
+            BaseException: whatever ``compute`` raised (the run is then ``failed``).
+
+        Example:
+            >>> def cell(run):
+            ...     return {"accuracy": 0.75}
+            >>> result, run = store.cached_json("cell", {"seed": 0}, "cell.json", cell)
+            >>> result
+            {'accuracy': 0.75}
+        """
+        run, _ = self.get_or_create(kind, config, recipe, name=name)
+        path = run.dir / filename
+        if run.status == "done" and path.exists():
+            return json.loads(path.read_text()), run
+        self.set_status(run.id, "running")
+        try:
+            result = compute(run)
+            write_json_atomic(path, result, indent=indent)
+        except BaseException:
+            self.set_status(run.id, "failed")
+            raise
+        self.set_status(run.id, "done")
+        run.status = "done"
+        return result, run
 
     def get(self, run_id_or_prefix: str) -> Run:
         """The run whose id is, or uniquely starts with, ``run_id_or_prefix`` (4+ characters).
