@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 
-from alignlab._io import write_json_atomic
 from alignlab._validate import check_choice, check_int, raise_problems
 from alignlab.oversight.process import (
     SIZE_LR,
@@ -126,65 +125,62 @@ def _presets() -> dict[str, tuple[OveroptSpec, str]]:
 
 def run_seed(store: Store, spec: OveroptSpec, seed: int) -> dict[str, Any]:
     """Policy, pairs, every proxy and both arms for one seed (cached as an ``overopt-cell`` run)."""
+    config = {"spec": json.loads(json.dumps(dataclasses.asdict(spec))), "seed": seed}
+    cell, _ = store.cached_json(
+        "overopt-cell", config, "cell.json", lambda run: _seed_cell(store, spec, seed)
+    )
+    return dict(cell)
+
+
+def _seed_cell(store: Store, spec: OveroptSpec, seed: int) -> dict[str, Any]:
+    """`run_seed` computed afresh."""
     from alignlab.model.hf import load
 
-    config = {"spec": json.loads(json.dumps(dataclasses.asdict(spec))), "seed": seed}
-    run, _ = store.get_or_create("overopt-cell", config)
-    path = run.dir / "cell.json"
-    if run.status == "done" and path.exists():
-        return dict(json.loads(path.read_text()))
-    store.set_status(run.id, "running")
     t0 = time.perf_counter()
     steps = spec.generator.noise
-    try:
-        policy = load(train_generator(store, spec.generator, seed).dir / "model")
-        t_gen = time.perf_counter() - t0
-        # Pairs: two samples of one training problem each; the largest data size is drawn once
-        # and the smaller ones are its prefixes (nested data, as Gao et al.'s subsets).
-        most = max(spec.n_pairs)
-        train = chain_problems(most, seed, "proxy-train", steps)
-        pairs = [(a, b) for a, b in sample_traces(policy, train, 2, seed + 30_000)]
-        gold_a = [gold_reward(p, a) for p, (a, _) in zip(train, pairs, strict=True)]
-        gold_b = [gold_reward(p, b) for p, (_, b) in zip(train, pairs, strict=True)]
-        labels = preference_labels(gold_a, gold_b, spec.proxy.label_temperature, seed)
-        held = chain_problems(256, seed, "proxy-heldout", steps)
-        held_pairs = [(a, b) for a, b in sample_traces(policy, held, 2, seed + 40_000)]
-        test = chain_problems(spec.n_test, seed, "bon-test", steps)
-        samples = sample_traces(policy, test, spec.max_n, seed + 50_000)
-        tp, tt = flat(test, samples)
-        gold = np.array([gold_reward(p, t) for p, t in zip(tp, tt, strict=True)]).reshape(len(test), -1)
-        t_sample = time.perf_counter() - t0 - t_gen
-        proxies: dict[str, Any] = {}
-        for size in spec.rm_sizes:
-            init = policy
-            if size != spec.generator.size:
-                recipe = recipe_for(spec.generator, size)
-                init = load(train_generator(store, recipe, seed).dir / "model")
-            for n in spec.n_pairs:
-                t1 = time.perf_counter()
-                data = dataclasses.replace(spec.proxy, n_pairs=n)
-                rm = train_proxy(init, train[:n], pairs[:n], labels[:n], data, seed, size)
-                proxy = rm.rewards(tp, tt).reshape(len(test), -1)
-                cell: dict[str, Any] = {
-                    "pair_accuracy": pair_accuracy(rm, held, held_pairs),
-                    "steps": data.steps,
-                    "bon": bon_rewards(proxy, gold, spec.ns),
-                }
-                if spec.rl.steps and size in spec.rl_sizes:
-                    cell["rl"] = rl_arm(policy, rm, spec.rl, seed, steps)
-                cell["seconds"] = time.perf_counter() - t1
-                proxies[f"{size}/{n}"] = cell
-        out = {
-            "seed": seed,
-            "policy_gold": float(gold.mean()),
-            "proxies": proxies,
-            "seconds": {"generator": t_gen, "sampling": t_sample, "total": time.perf_counter() - t0},
-        }
-    except BaseException:
-        store.set_status(run.id, "failed")
-        raise
-    write_json_atomic(path, out)
-    store.set_status(run.id, "done")
+    policy = load(train_generator(store, spec.generator, seed).dir / "model")
+    t_gen = time.perf_counter() - t0
+    # Pairs: two samples of one training problem each; the largest data size is drawn once
+    # and the smaller ones are its prefixes (nested data, as Gao et al.'s subsets).
+    most = max(spec.n_pairs)
+    train = chain_problems(most, seed, "proxy-train", steps)
+    pairs = [(a, b) for a, b in sample_traces(policy, train, 2, seed + 30_000)]
+    gold_a = [gold_reward(p, a) for p, (a, _) in zip(train, pairs, strict=True)]
+    gold_b = [gold_reward(p, b) for p, (_, b) in zip(train, pairs, strict=True)]
+    labels = preference_labels(gold_a, gold_b, spec.proxy.label_temperature, seed)
+    held = chain_problems(256, seed, "proxy-heldout", steps)
+    held_pairs = [(a, b) for a, b in sample_traces(policy, held, 2, seed + 40_000)]
+    test = chain_problems(spec.n_test, seed, "bon-test", steps)
+    samples = sample_traces(policy, test, spec.max_n, seed + 50_000)
+    tp, tt = flat(test, samples)
+    gold = np.array([gold_reward(p, t) for p, t in zip(tp, tt, strict=True)]).reshape(len(test), -1)
+    t_sample = time.perf_counter() - t0 - t_gen
+    proxies: dict[str, Any] = {}
+    for size in spec.rm_sizes:
+        init = policy
+        if size != spec.generator.size:
+            recipe = recipe_for(spec.generator, size)
+            init = load(train_generator(store, recipe, seed).dir / "model")
+        for n in spec.n_pairs:
+            t1 = time.perf_counter()
+            data = dataclasses.replace(spec.proxy, n_pairs=n)
+            rm = train_proxy(init, train[:n], pairs[:n], labels[:n], data, seed, size)
+            proxy = rm.rewards(tp, tt).reshape(len(test), -1)
+            cell: dict[str, Any] = {
+                "pair_accuracy": pair_accuracy(rm, held, held_pairs),
+                "steps": data.steps,
+                "bon": bon_rewards(proxy, gold, spec.ns),
+            }
+            if spec.rl.steps and size in spec.rl_sizes:
+                cell["rl"] = rl_arm(policy, rm, spec.rl, seed, steps)
+            cell["seconds"] = time.perf_counter() - t1
+            proxies[f"{size}/{n}"] = cell
+    out = {
+        "seed": seed,
+        "policy_gold": float(gold.mean()),
+        "proxies": proxies,
+        "seconds": {"generator": t_gen, "sampling": t_sample, "total": time.perf_counter() - t0},
+    }
     return out
 
 

@@ -21,7 +21,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from alignlab._io import write_json_atomic
 from alignlab._validate import check_choice, check_int, check_real, raise_problems
 from alignlab.model.config import SIZES
 from alignlab.oversight.process import (
@@ -138,56 +137,53 @@ def _presets() -> dict[str, tuple[ProcessSpec, str]]:
 def run_seed(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
     """Generator, labelled samples, ORM and PRM of each size, and their best-of-N curves for one
     seed; cached as a ``process-cell`` run of the store (same spec and seed = same cell)."""
-    from alignlab.model.hf import load
-
     cell_spec = _spec_dict(spec)
     cell_spec.pop("rl")  # the RL arm is cached on its own (`run_rl`)
     config = {"spec": cell_spec, "seed": seed}
-    run, _ = store.get_or_create("process-cell", config)
-    path = run.dir / "cell.json"
-    if run.status == "done" and path.exists():
-        return dict(json.loads(path.read_text()))
-    store.set_status(run.id, "running")
+    cell, _ = store.cached_json(
+        "process-cell", config, "cell.json", lambda run: _seed_cell(store, spec, seed)
+    )
+    return dict(cell)
+
+
+def _seed_cell(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
+    """`run_seed` computed afresh."""
+    from alignlab.model.hf import load
+
     t0 = time.perf_counter()
-    try:
-        gen_run = train_generator(store, spec.generator, seed)
-        gen = load(gen_run.dir / "model")
-        t_gen = time.perf_counter() - t0
-        test = chain_problems(spec.n_test, seed, "bon-test", spec.generator.noise)
-        samples = sample_traces(gen, test, spec.max_n, seed, spec.temperature)
-        checks = check_all(test, samples)
-        lp, lt = _labelled_samples(gen, spec, seed)
-        held = chain_problems(128, seed, "rm-heldout", spec.generator.noise)
-        hp, ht = flat(held, sample_traces(gen, held, 2, seed + 20_000, spec.temperature))
-        tp, tt = flat(test, samples)
-        t_sample = time.perf_counter() - t0 - t_gen
-        rms: dict[str, Any] = {}
-        for size in spec.rm_sizes:
-            init = gen
-            if size != spec.generator.size:
-                init = load(train_generator(store, recipe_for(spec.generator, size), seed).dir / "model")
-            for kind in KINDS:
-                t1 = time.perf_counter()
-                rm = train_step_rm(init, lp, lt, kind, seed, spec.rm)  # type: ignore[arg-type]
-                scores = rm.score(tp, tt).reshape(len(test), spec.max_n)
-                rms[f"{size}/{kind}"] = {
-                    **bon_curve(scores, checks, spec.ns),
-                    "label_accuracy": rm_accuracy(rm, hp, ht),
-                    "seconds": time.perf_counter() - t1,
-                }
-        cell = {
-            "seed": seed,
-            "generator_run": gen_run.id,
-            "generator": summary_rates(checks),
-            "labelled": summary_rates(check_all(lp, [[t] for t in lt])),
-            "rms": rms,
-            "seconds": {"generator": t_gen, "sampling": t_sample, "total": time.perf_counter() - t0},
-        }
-    except BaseException:
-        store.set_status(run.id, "failed")
-        raise
-    write_json_atomic(path, cell)
-    store.set_status(run.id, "done")
+    gen_run = train_generator(store, spec.generator, seed)
+    gen = load(gen_run.dir / "model")
+    t_gen = time.perf_counter() - t0
+    test = chain_problems(spec.n_test, seed, "bon-test", spec.generator.noise)
+    samples = sample_traces(gen, test, spec.max_n, seed, spec.temperature)
+    checks = check_all(test, samples)
+    lp, lt = _labelled_samples(gen, spec, seed)
+    held = chain_problems(128, seed, "rm-heldout", spec.generator.noise)
+    hp, ht = flat(held, sample_traces(gen, held, 2, seed + 20_000, spec.temperature))
+    tp, tt = flat(test, samples)
+    t_sample = time.perf_counter() - t0 - t_gen
+    rms: dict[str, Any] = {}
+    for size in spec.rm_sizes:
+        init = gen
+        if size != spec.generator.size:
+            init = load(train_generator(store, recipe_for(spec.generator, size), seed).dir / "model")
+        for kind in KINDS:
+            t1 = time.perf_counter()
+            rm = train_step_rm(init, lp, lt, kind, seed, spec.rm)  # type: ignore[arg-type]
+            scores = rm.score(tp, tt).reshape(len(test), spec.max_n)
+            rms[f"{size}/{kind}"] = {
+                **bon_curve(scores, checks, spec.ns),
+                "label_accuracy": rm_accuracy(rm, hp, ht),
+                "seconds": time.perf_counter() - t1,
+            }
+    cell = {
+        "seed": seed,
+        "generator_run": gen_run.id,
+        "generator": summary_rates(checks),
+        "labelled": summary_rates(check_all(lp, [[t] for t in lt])),
+        "rms": rms,
+        "seconds": {"generator": t_gen, "sampling": t_sample, "total": time.perf_counter() - t0},
+    }
     return cell
 
 
@@ -206,40 +202,36 @@ def run_rl(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
     """The RL arm for one seed: RLOO of the generator against the ORM and the PRM of its own size
     (refitted exactly as in `run_seed`: same data, same seed), with final accuracy, all-steps-right
     rate and trace error of its samples along the run; cached as a ``process-rl`` run."""
+    config = {"spec": _spec_dict(spec), "seed": seed}
+    out, _ = store.cached_json("process-rl", config, "rl.json", lambda run: _rl_arms(store, spec, seed))
+    return dict(out)
+
+
+def _rl_arms(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
+    """`run_rl` computed afresh."""
     from alignlab.model.hf import load
 
-    run, _ = store.get_or_create("process-rl", {"spec": _spec_dict(spec), "seed": seed})
-    path = run.dir / "rl.json"
-    if run.status == "done" and path.exists():
-        return dict(json.loads(path.read_text()))
-    store.set_status(run.id, "running")
     t0 = time.perf_counter()
-    try:
-        gen = load(train_generator(store, spec.generator, seed).dir / "model")
-        lp, lt = _labelled_samples(gen, spec, seed)
-        out: dict[str, Any] = {"seed": seed}
-        for kind in KINDS:
-            rm = train_step_rm(gen, lp, lt, kind, seed, spec.rm)  # type: ignore[arg-type]
-            a = spec.rl
-            out[kind] = rloo_chain(
-                gen,
-                rm.score,
-                chain_rates,
-                a.steps,
-                a.prompts,
-                a.samples,
-                a.lr,
-                a.eval_every,
-                a.n_eval,
-                seed,
-                spec.generator.noise,
-            )
-        out["seconds"] = time.perf_counter() - t0
-    except BaseException:
-        store.set_status(run.id, "failed")
-        raise
-    write_json_atomic(path, out)
-    store.set_status(run.id, "done")
+    gen = load(train_generator(store, spec.generator, seed).dir / "model")
+    lp, lt = _labelled_samples(gen, spec, seed)
+    out: dict[str, Any] = {"seed": seed}
+    for kind in KINDS:
+        rm = train_step_rm(gen, lp, lt, kind, seed, spec.rm)  # type: ignore[arg-type]
+        a = spec.rl
+        out[kind] = rloo_chain(
+            gen,
+            rm.score,
+            chain_rates,
+            a.steps,
+            a.prompts,
+            a.samples,
+            a.lr,
+            a.eval_every,
+            a.n_eval,
+            seed,
+            spec.generator.noise,
+        )
+    out["seconds"] = time.perf_counter() - t0
     return out
 
 
