@@ -45,7 +45,7 @@ from alignlab.oversight.rlaif import (
     rloo,
     sample_pairs,
 )
-from alignlab.store import Store
+from alignlab.store import Run, Store
 from alignlab.train.base_model import base_run
 
 ARMS = ("none", "sl-cai", "rl-cai", "dpo-cai", "gt-rlhf")
@@ -275,10 +275,6 @@ def stored_cell(
 ) -> dict[str, Any]:
     """`run_cell` through the store: a finished cell with the same sizes, seed, budget and arms is
     read back, not rerun, so a study can be run (and resumed) one cell at a time."""
-    import json
-
-    from alignlab._io import write_json_atomic
-
     config = {
         "policy_size": policy_size,
         "fm_size": fm_size,
@@ -286,17 +282,12 @@ def stored_cell(
         "budget": dataclasses.asdict(budget),
         "arms": arms,
     }
-    run, _ = store.get_or_create("cai-cell", config, name=f"cai {policy_size}/{fm_size}/{seed}")
-    path = run.dir / CELL_FILE
-    if run.status == "done" and path.exists():
-        return dict(json.loads(path.read_text()))
-    store.set_status(run.id, "running")
-    try:
+
+    def compute(run: Run) -> dict[str, Any]:
         cell = run_cell(store, policy_size, fm_size, seed, budget, arms=arms, log=log)
-    except BaseException:
-        store.set_status(run.id, "failed")
-        raise
-    cell["run_id"] = run.id
-    write_json_atomic(path, cell, indent=1)
-    store.set_status(run.id, "done")
-    return cell
+        cell["run_id"] = run.id
+        return cell
+
+    name = f"cai {policy_size}/{fm_size}/{seed}"
+    cell, _ = store.cached_json("cai-cell", config, CELL_FILE, compute, name=name, indent=1)
+    return dict(cell)

@@ -20,14 +20,12 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from alignlab import load
-from alignlab._io import write_json_atomic
 from alignlab._validate import check_int, check_real, raise_problems
 from alignlab.attribution.discrimination import trigger_discrimination
 from alignlab.attribution.removal import EARLIEST_POISON, LATEST_POISON, RANDOM, RANDOM_POISON, removal_check
@@ -39,7 +37,7 @@ from alignlab.model import Transformer
 from alignlab.organisms import TwoTriggerBackdoor, get_organism
 from alignlab.report import html as h
 from alignlab.stats import Estimate
-from alignlab.store import Store
+from alignlab.store import Run, Store
 from alignlab.studies.registry import StudyDef, register_study
 from alignlab.train.base_model import BaseSpec, base_run
 
@@ -143,22 +141,18 @@ def _part(
     key = {"part": part, **config}
     if part in PART_FORMATS:
         key["format"] = PART_FORMATS[part]
-    run, _ = store.get_or_create("attribution-part", key, name=f"attribution/{part}")
-    path = run.dir / "part.json"
-    if run.status == "done" and path.exists():
-        return dict(json.loads(path.read_text()))
-    store.set_status(run.id, "running")
-    cpu, wall = time.process_time(), time.perf_counter()
-    try:
+
+    def timed(run: Run) -> dict[str, Any]:
+        cpu, wall = time.process_time(), time.perf_counter()
         out = compute()
-    except BaseException:
-        store.set_status(run.id, "failed")
-        raise
-    out["timing"] = {"cpu_seconds": time.process_time() - cpu, "wall_seconds": time.perf_counter() - wall}
-    out["run_id"] = run.id
-    write_json_atomic(path, out, indent=1)
-    store.set_status(run.id, "done")
-    return out
+        out["timing"] = {"cpu_seconds": time.process_time() - cpu, "wall_seconds": time.perf_counter() - wall}
+        out["run_id"] = run.id
+        return out
+
+    out, _ = store.cached_json(
+        "attribution-part", key, "part.json", timed, name=f"attribution/{part}", indent=1
+    )
+    return dict(out)
 
 
 def _base(store: Store, setup: InstallSetup) -> Transformer:

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from alignlab._io import write_json_atomic
 from alignlab.errors import ConfigError
 from alignlab.store import Run, Store
 
@@ -132,25 +131,17 @@ def run_registered(store: Store, name: str, spec: Any) -> tuple[Run, Result]:
     """
     defn = get_study(name)
     config = {"study": name, "spec": _spec_dict(spec)}
-    run, _ = store.get_or_create("study", config, name=name)
-    path = run.dir / RESULT_FILE
-    if run.status == "done" and path.exists():
-        import json
 
-        return run, json.loads(path.read_text())
-    store.set_status(run.id, "running")
-    t0 = time.perf_counter()
-    try:
+    def compute(run: Run) -> Result:
+        t0 = time.perf_counter()
         result = dict(defn.run(store, spec))
-    except BaseException:
-        store.set_status(run.id, "failed")
-        raise
-    if not isinstance(result.get("answer"), str):
-        raise TypeError(f"study {name!r} returned no 'answer' string")
-    result.update(study=name, question=defn.question, spec=config["spec"], run_id=run.id)
-    result.setdefault("timing", {})["wall_seconds"] = time.perf_counter() - t0
-    write_json_atomic(path, result, indent=1)
-    store.set_status(run.id, "done")
+        if not isinstance(result.get("answer"), str):
+            raise TypeError(f"study {name!r} returned no 'answer' string")
+        result.update(study=name, question=defn.question, spec=config["spec"], run_id=run.id)
+        result.setdefault("timing", {})["wall_seconds"] = time.perf_counter() - t0
+        return result
+
+    result, run = store.cached_json("study", config, RESULT_FILE, compute, name=name, indent=1)
     return run, result
 
 
