@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from alignlab._io import write_json_atomic
 from alignlab._validate import check_int, check_real, raise_problems
 from alignlab.interp.detector import DANGER_PAIRS, DetectorScore, score_at, select_and_score
 from alignlab.model.transformer import Transformer
@@ -294,39 +292,37 @@ def probe_cell(
         # An organism that gained its control after its probes were stored gets new probe runs;
         # the backdoor's (controlled from the start) keep their ids.
         config["control"] = control.name
-    prun, _ = store.get_or_create("probe", config)
-    path = prun.dir / "probe.json"
-    if prun.status == "done" and path.exists():
-        return ProbeCell.from_dict(json.loads(path.read_text()))
-    store.set_status(prun.id, "running")
-    device = "cpu"
-    if compute is not None:
-        from alignlab.train.preflight import resolve_device
 
-        device = str(resolve_device(compute.device))
-    model = load(installed.dir / "model", device=device)
-    cell = ProbeCell(detector=detect(model, org, spec, seed), run_id=prun.id)
-    notes = []
-    if control is not None:
-        extra = {"compute": compute} if compute is not None else {}
-        brun, _ = install_on_base(control, size, base, store, *install, seed, **extra)
-        bmodel = load(brun.dir / "model", device=device)
-        rates = install_metrics(control, bmodel, load(base.dir / "model", device=device), 200, seed)
-        cell.benign_run, cell.benign_installed = brun.id, rates
-        cell.benign = detect(bmodel, control, spec, seed)
-        learned = rates[control.primary_metric].value
-        if learned < 0.9:
-            notes.append(
-                f"the benign control learned its behaviour on only {learned:.2f} of triggered prompts"
-            )
-    elif spec.benign:
-        notes.append(f"no benign control for organism {org.name!r}")
-    if spec.within:
-        score, steps, rate, note = within_trigger(model, org, cell.detector.hook, spec, seed)
-        cell.within, cell.within_steps, cell.within_rate = score, steps, rate
-        if note:
-            notes.append(note)
-    cell.note = "; ".join(notes)
-    write_json_atomic(path, cell.to_dict(), indent=1)
-    store.set_status(prun.id, "done")
-    return cell
+    def measure(prun: Run) -> dict[str, Any]:
+        device = "cpu"
+        if compute is not None:
+            from alignlab.train.preflight import resolve_device
+
+            device = str(resolve_device(compute.device))
+        model = load(installed.dir / "model", device=device)
+        cell = ProbeCell(detector=detect(model, org, spec, seed), run_id=prun.id)
+        notes = []
+        if control is not None:
+            extra = {"compute": compute} if compute is not None else {}
+            brun, _ = install_on_base(control, size, base, store, *install, seed, **extra)
+            bmodel = load(brun.dir / "model", device=device)
+            rates = install_metrics(control, bmodel, load(base.dir / "model", device=device), 200, seed)
+            cell.benign_run, cell.benign_installed = brun.id, rates
+            cell.benign = detect(bmodel, control, spec, seed)
+            learned = rates[control.primary_metric].value
+            if learned < 0.9:
+                notes.append(
+                    f"the benign control learned its behaviour on only {learned:.2f} of triggered prompts"
+                )
+        elif spec.benign:
+            notes.append(f"no benign control for organism {org.name!r}")
+        if spec.within:
+            score, steps, rate, note = within_trigger(model, org, cell.detector.hook, spec, seed)
+            cell.within, cell.within_steps, cell.within_rate = score, steps, rate
+            if note:
+                notes.append(note)
+        cell.note = "; ".join(notes)
+        return cell.to_dict()
+
+    stored, _ = store.cached_json("probe", config, "probe.json", measure, indent=1)
+    return ProbeCell.from_dict(stored)
