@@ -249,6 +249,25 @@ def within_trigger(
     return score, steps, rate, ""
 
 
+def control_gate_note(rates: dict[str, Estimate], primary: str) -> str:
+    """What the benign control fails of the organism's install gates (default thresholds), or "".
+
+    A control that fires on near misses, or lost the clean task, is a weaker control: its AUROC is
+    still reported, with this beside it.
+
+    Example:
+        >>> control_gate_note(install_metrics(control, model, base, 200, 0), "attack_success")
+        'the benign control fails its install gates: distractor_trigger 0.15'
+    """
+    from alignlab.organisms.gates import InstallGates, install_gates
+
+    failing = [g for g in install_gates(rates, InstallGates(), primary) if not g.passed]
+    if not failing:
+        return ""
+    names = ", ".join(f"{g.name.removeprefix('install/')} {g.estimate.value:.2f}" for g in failing)
+    return f"the benign control fails its install gates: {names}"
+
+
 def probe_cell(
     store: Store,
     org: Organism,
@@ -309,11 +328,9 @@ def probe_cell(
             rates = install_metrics(control, bmodel, load(base.dir / "model", device=device), 200, seed)
             cell.benign_run, cell.benign_installed = brun.id, rates
             cell.benign = detect(bmodel, control, spec, seed)
-            learned = rates[control.primary_metric].value
-            if learned < 0.9:
-                notes.append(
-                    f"the benign control learned its behaviour on only {learned:.2f} of triggered prompts"
-                )
+            note = control_gate_note(rates, control.primary_metric)
+            if note:
+                notes.append(note)
         elif spec.benign:
             notes.append(f"no benign control for organism {org.name!r}")
         if spec.within:
