@@ -21,6 +21,7 @@ from torch.utils.checkpoint import checkpoint
 from alignlab._validate import MAX_NEW_TOKENS, check_int, check_real, raise_problems
 from alignlab.model import _native
 from alignlab.model.config import ModelConfig
+from alignlab.model.decode import Stopping
 from alignlab.model.hooks import HookedModule, HookPoint
 
 ReturnType = Literal["logits", "loss", "both"]
@@ -524,11 +525,7 @@ class Transformer(HookedModule):
             tokens = tokens[None]
         out = tokens
         mask = attention_mask
-        done = torch.zeros(out.shape[0], dtype=torch.bool, device=out.device)
-        stops = None
-        if stop_token is not None:
-            ids = [int(t) for t in stop_token] if isinstance(stop_token, Sequence) else [int(stop_token)]
-            stops = torch.tensor(ids, dtype=torch.long, device=out.device) if ids else None
+        stopping = Stopping(stop_token, out.shape[0], out.device)
         cache = None
         if kv_cache and out.shape[1] + max_new_tokens <= self.cfg.n_ctx:
             cache = KVCache([LayerKV() for _ in self.blocks])
@@ -541,19 +538,15 @@ class Transformer(HookedModule):
                 keep = torch.ones_like(out, dtype=torch.bool) if mask is None else mask.bool()
                 logits = self._forward_cached(out, keep, cache)[:, -1]
             else:
-                logits = self._forward_cached(out[:, -1:], torch.ones_like(done[:, None]), cache)[:, -1]
+                keep = torch.ones_like(stopping.done[:, None])
+                logits = self._forward_cached(out[:, -1:], keep, cache)[:, -1]
             if temperature <= 0:
                 nxt = logits.argmax(-1)
             else:
                 probs = (logits / temperature).softmax(-1)
                 nxt = torch.multinomial(probs, 1, generator=generator)[:, 0]
-            if stops is not None:
-                nxt = torch.where(done, stops[0], nxt)
-                done |= torch.isin(nxt, stops)
-            out = torch.cat([out, nxt[:, None]], dim=1)
-            if mask is not None:
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            if stops is not None and bool(done.all()):
+            out, mask = stopping.append(out, mask, nxt)
+            if stopping.all_done:
                 break
         return out
 

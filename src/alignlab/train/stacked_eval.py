@@ -28,6 +28,7 @@ from torch import Tensor
 from alignlab._validate import MAX_NEW_TOKENS, check_int, raise_problems
 from alignlab.errors import ConfigError
 from alignlab.model.config import ModelConfig
+from alignlab.model.decode import Stopping
 from alignlab.model.hooks import ActivationCache, NamesFilter, _make_filter
 from alignlab.model.transformer import (
     LayerKV,
@@ -230,11 +231,7 @@ class StackedModel:
         n, b, p = tokens.shape
         out = tokens.reshape(n * b, p)
         mask = None if attention_mask is None else attention_mask.reshape(n * b, p)
-        done = torch.zeros(n * b, dtype=torch.bool, device=out.device)
-        stops = None
-        if stop_token is not None:
-            ids = [int(t) for t in stop_token] if isinstance(stop_token, Sequence) else [int(stop_token)]
-            stops = torch.tensor(ids, dtype=torch.long, device=out.device) if ids else None
+        stopping = Stopping(stop_token, n * b, out.device)
         forward = _Forward(self, None)
         layers = (
             [LayerKV() for _ in range(self.cfg.n_layers)] if p + max_new_tokens <= self.cfg.n_ctx else None
@@ -250,14 +247,8 @@ class StackedModel:
             else:
                 keep = torch.cat((keep, torch.ones_like(keep[:, :1])), dim=1)
                 logits = forward.run(out[:, -1:], keep, layers)[:, -1]
-            nxt = logits.argmax(-1)
-            if stops is not None:
-                nxt = torch.where(done, stops[0], nxt)
-                done |= torch.isin(nxt, stops)
-            out = torch.cat([out, nxt[:, None]], dim=1)
-            if mask is not None:
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            if stops is not None and bool(done.all()):
+            out, mask = stopping.append(out, mask, logits.argmax(-1))
+            if stopping.all_done:
                 break
         return out.view(n, b, -1)
 
