@@ -8,8 +8,12 @@ over every subset.
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
+import shutil
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -206,3 +210,57 @@ def test_study_aggregates_over_seeds_and_reports_answer_first() -> None:
     assert format_process(result).startswith("ANSWER <x>")
     page = process_html(result)
     assert page.index("ANSWER &lt;x&gt;") < page.index("<table") and "<x>" not in page
+
+
+def test_the_rl_arm_reuses_the_cells_reward_models_and_matches_a_refit(tmp_path: Path) -> None:
+    """`run_rl` loads the generator-size reward models `run_seed` stored with its cell instead of
+    fitting them again, and gets exactly what a refit (same data, same seed) gives. Tiny settings:
+    the numbers mean nothing, only their equality does."""
+    from alignlab import load
+    from alignlab.oversight import process
+    from alignlab.safety.overopt import RLArm
+    from alignlab.store import Store
+    from alignlab.studies import process_supervision as ps
+
+    spec = ps.ProcessSpec(
+        generator=process.GeneratorRecipe(size="al-30k", steps=20, lr=1e-2, batch_size=8),
+        rm_sizes=("al-30k",),
+        seeds=(0,),
+        n_labelled=8,
+        rm=process.RMTraining(steps=2, batch_size=4),
+        n_test=2,
+        max_n=2,
+        rl=RLArm(steps=1, prompts=2, samples=2, eval_every=1, n_eval=2),
+    )
+    store = Store(tmp_path / "store")
+    fits: list[str] = []
+    real_fit = ps.train_step_rm
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        fits.append(args[3])
+        return real_fit(*args, **kwargs)
+
+    ps.train_step_rm = counted  # type: ignore[assignment]
+    try:
+        ps.run_seed(store, spec, 0)
+        assert sorted(fits) == sorted(ps.KINDS)  # one fit per kind, in the cell
+        stored = ps.run_rl(store, spec, 0)
+        assert sorted(fits) == sorted(ps.KINDS)  # none again for the RL arm
+        _, cell_run = ps._cell(store, spec, 0)
+        # The stored weights are a refit's exactly: same scores on the labelled traces (which
+        # differ between traces, so the comparison is not of constants).
+        gen = load(ps.train_generator(store, spec.generator, 0).dir / "model")
+        lp, lt = ps._labelled_samples(gen, spec, 0)
+        for kind in ps.KINDS:
+            loaded = process.StepRewardModel(load(ps._rm_dir(cell_run.dir, kind)), kind)
+            refitted = real_fit(gen, lp, lt, kind, 0, spec.rm)
+            scores = loaded.score(lp, lt)
+            assert np.ptp(scores) > 0 and np.array_equal(scores, refitted.score(lp, lt)), kind
+            shutil.rmtree(ps._rm_dir(cell_run.dir, kind))
+        refit = ps._rl_arms(store, spec, 0)  # a cell stored before the models were kept: refits
+        assert len(fits) == 2 * len(ps.KINDS)
+    finally:
+        ps.train_step_rm = real_fit  # type: ignore[assignment]
+    for kind in ps.KINDS:
+        # JSON text: NaN (no right answer to judge a trace of) compares equal to itself there.
+        assert json.dumps(stored[kind]) == json.dumps(refit[kind]), kind

@@ -19,6 +19,7 @@ import json
 import math
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from alignlab._validate import check_choice, check_int, check_real, raise_problems
@@ -26,6 +27,7 @@ from alignlab.model.config import SIZES
 from alignlab.oversight.process import (
     GeneratorRecipe,
     RMTraining,
+    StepRewardModel,
     bon_curve,
     bon_ns,
     chain_rates,
@@ -42,7 +44,7 @@ from alignlab.oversight.process import (
 from alignlab.report import html as h
 from alignlab.safety.overopt import RLArm
 from alignlab.stats import Estimate, seed_interval
-from alignlab.store import Store
+from alignlab.store import Run, Store
 from alignlab.studies.registry import StudyDef, register_study
 from alignlab.tasks.op_chain import ChainProblem, chain_problems
 
@@ -137,17 +139,27 @@ def _presets() -> dict[str, tuple[ProcessSpec, str]]:
 def run_seed(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
     """Generator, labelled samples, ORM and PRM of each size, and their best-of-N curves for one
     seed; cached as a ``process-cell`` run of the store (same spec and seed = same cell)."""
+    return _cell(store, spec, seed)[0]
+
+
+def _cell(store: Store, spec: ProcessSpec, seed: int) -> tuple[dict[str, Any], Run]:
+    """`run_seed`'s result and its run (which holds the generator-size reward models)."""
     cell_spec = _spec_dict(spec)
     cell_spec.pop("rl")  # the RL arm is cached on its own (`run_rl`)
     config = {"spec": cell_spec, "seed": seed}
-    cell, _ = store.cached_json(
-        "process-cell", config, "cell.json", lambda run: _seed_cell(store, spec, seed)
+    cell, run = store.cached_json(
+        "process-cell", config, "cell.json", lambda run: _seed_cell(store, spec, seed, run.dir)
     )
-    return dict(cell)
+    return dict(cell), run
 
 
-def _seed_cell(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
-    """`run_seed` computed afresh."""
+def _rm_dir(cell_dir: Path, kind: str) -> Path:
+    """Where a cell keeps its generator-size reward model of ``kind`` (for `run_rl`)."""
+    return cell_dir / f"rm-{kind}"
+
+
+def _seed_cell(store: Store, spec: ProcessSpec, seed: int, out_dir: Path) -> dict[str, Any]:
+    """`run_seed` computed afresh; the generator-size reward models are saved in ``out_dir``."""
     from alignlab.model.hf import load
 
     t0 = time.perf_counter()
@@ -170,6 +182,8 @@ def _seed_cell(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
         for kind in KINDS:
             t1 = time.perf_counter()
             rm = train_step_rm(init, lp, lt, kind, seed, spec.rm)  # type: ignore[arg-type]
+            if size == spec.generator.size:
+                rm.body.save_pretrained(str(_rm_dir(out_dir, kind)))
             scores = rm.score(tp, tt).reshape(len(test), spec.max_n)
             rms[f"{size}/{kind}"] = {
                 **bon_curve(scores, checks, spec.ns),
@@ -193,14 +207,14 @@ def _spec_dict(spec: ProcessSpec) -> dict[str, Any]:
 
 def _labelled_samples(gen: Any, spec: ProcessSpec, seed: int) -> tuple[list[ChainProblem], list[str]]:
     """The reward models' training samples of one seed (prompts, traces): the same in `run_seed`
-    and `run_rl`, which refits the reward models rather than storing them."""
+    and in `run_rl` when it has to refit a reward model (a cell stored before they were kept)."""
     train = chain_problems(spec.n_labelled // spec.per_problem, seed, "rm-train", spec.generator.noise)
     return flat(train, sample_traces(gen, train, spec.per_problem, seed + 10_000, spec.temperature))
 
 
 def run_rl(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
     """The RL arm for one seed: RLOO of the generator against the ORM and the PRM of its own size
-    (refitted exactly as in `run_seed`: same data, same seed), with final accuracy, all-steps-right
+    (the ones `run_seed` fitted and stored with its cell), with final accuracy, all-steps-right
     rate and trace error of its samples along the run; cached as a ``process-rl`` run."""
     config = {"spec": _spec_dict(spec), "seed": seed}
     out, _ = store.cached_json("process-rl", config, "rl.json", lambda run: _rl_arms(store, spec, seed))
@@ -213,10 +227,16 @@ def _rl_arms(store: Store, spec: ProcessSpec, seed: int) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     gen = load(train_generator(store, spec.generator, seed).dir / "model")
-    lp, lt = _labelled_samples(gen, spec, seed)
+    _, cell_run = _cell(store, spec, seed)
     out: dict[str, Any] = {"seed": seed}
     for kind in KINDS:
-        rm = train_step_rm(gen, lp, lt, kind, seed, spec.rm)  # type: ignore[arg-type]
+        stored = _rm_dir(cell_run.dir, kind)
+        if stored.is_dir():
+            # The same weights a refit gives (same data, same seed), without its 60-110 s.
+            rm = StepRewardModel(load(stored), kind).eval().requires_grad_(False)  # type: ignore[arg-type]
+        else:
+            lp, lt = _labelled_samples(gen, spec, seed)
+            rm = train_step_rm(gen, lp, lt, kind, seed, spec.rm)  # type: ignore[arg-type]
         a = spec.rl
         out[kind] = rloo_chain(
             gen,
