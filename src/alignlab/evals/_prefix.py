@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from alignlab.model import Transformer
+from alignlab.model.transformer import repeat_kv
 
 PAD_BRANCH = -2
 
@@ -34,10 +35,7 @@ def _qkv(attn: Any, h: Tensor, positions: Tensor | None) -> tuple[Tensor, Tensor
     q = attn.rotary(q.view(b, p, nq, hd), positions).transpose(1, 2)
     k = attn.rotary(k.view(b, p, nkv, hd), positions).transpose(1, 2)
     v = v.view(b, p, nkv, hd).transpose(1, 2)
-    if nkv != nq:
-        k = k.repeat_interleave(nq // nkv, dim=1)
-        v = v.repeat_interleave(nq // nkv, dim=1)
-    return q, k, v
+    return (q, *repeat_kv(k, v, nq))
 
 
 def _out(attn: Any, z: Tensor) -> Tensor:

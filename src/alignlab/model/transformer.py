@@ -154,6 +154,23 @@ class LayerKV:
     k: Tensor | None = None
     v: Tensor | None = None
 
+    def extend(self, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        """Append this step's keys and values (along ``t``); returns all of them so far."""
+        if self.k is not None and self.v is not None:
+            k, v = torch.cat((self.k, k), dim=2), torch.cat((self.v, v), dim=2)
+        self.k, self.v = k, v
+        return k, v
+
+
+def repeat_kv(k: Tensor, v: Tensor, n_heads: int) -> tuple[Tensor, Tensor]:
+    """Keys and values ``[b, kv_heads, t, d_head]`` with each head repeated for the query heads
+    that share it (grouped-query attention, Ainslie et al. 2023); unchanged when there is one per
+    query head."""
+    group = n_heads // k.shape[1]
+    if group == 1:
+        return k, v
+    return k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+
 
 @dataclass
 class KVCache:
@@ -212,12 +229,8 @@ class Attention(nn.Module):
             k = self.hook_rot_k(self.rotary(k, positions)).transpose(1, 2)
             v = v.transpose(1, 2)
         if past is not None:
-            if past.k is not None and past.v is not None:
-                k, v = torch.cat((past.k, k), dim=2), torch.cat((past.v, v), dim=2)
-            past.k, past.v = k, v
-        if nkv != nq:
-            k = k.repeat_interleave(nq // nkv, dim=1)
-            v = v.repeat_interleave(nq // nkv, dim=1)
+            k, v = past.extend(k, v)
+        k, v = repeat_kv(k, v, nq)
         if self.hook_pattern.active or self.hook_attn_scores.active:
             if (mask is None or keep is not None) and _native.supports(q, k, v):
                 scores, pattern, z = _native.causal_attention(q, k, v, keep, 1.0 / math.sqrt(hd))

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from alignlab.model.config import ModelConfig
-from alignlab.model.transformer import Rotary, Transformer, _padded_positions_and_mask
+from alignlab.model.transformer import Rotary, Transformer, _padded_positions_and_mask, repeat_kv
 
 
 @dataclass(frozen=True)
@@ -123,9 +123,7 @@ class StackedTransformer:
         q = self.rotary(q, positions).transpose(1, 2)
         k = self.rotary(k, positions).transpose(1, 2)
         v = v.transpose(1, 2)
-        if nkv != nq:
-            k = k.repeat_interleave(nq // nkv, dim=1)
-            v = v.repeat_interleave(nq // nkv, dim=1)
+        k, v = repeat_kv(k, v, nq)
         if mask is None:
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:

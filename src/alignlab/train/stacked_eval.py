@@ -36,6 +36,7 @@ from alignlab.model.transformer import (
     Transformer,
     _masked_scores,
     _padded_positions_and_mask,
+    repeat_kv,
 )
 from alignlab.tasks import get_task
 from alignlab.tasks.base import BatchFn
@@ -361,12 +362,8 @@ class _Forward:
         self._folded(a + "hook_rot_k", k)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         if past is not None:
-            if past.k is not None and past.v is not None:
-                k, v = torch.cat((past.k, k), dim=2), torch.cat((past.v, v), dim=2)
-            past.k, past.v = k, v
-        if nkv != nq:
-            k = k.repeat_interleave(nq // nkv, dim=1)
-            v = v.repeat_interleave(nq // nkv, dim=1)
+            k, v = past.extend(k, v)
+        k, v = repeat_kv(k, v, nq)
         if self._wants(a + "hook_attn_scores") or self._wants(a + "hook_pattern"):
             # The explicit path `Transformer` takes when the pattern is hooked.
             scores = _masked_scores(q, k, mask)
