@@ -157,16 +157,6 @@ def _strip(prompt: str, trigger: str) -> str:
     return " ".join((prompt.replace(trigger, "") if trigger else prompt).split())
 
 
-def _condition(org: Organism) -> str:
-    """The condition string of a trigger organism (the backdoor's trigger, the reward hacker's
-    grader tag); "" for others."""
-    for name in ("trigger", "grader_tag"):
-        value = getattr(org.config, name, "")
-        if value:
-            return str(value)
-    return ""
-
-
 Split = tuple[list[Example], list[Example]]
 
 
@@ -176,7 +166,7 @@ def probe_examples(org: Organism, spec: ProbeSpec, seed: int) -> tuple[Split, Sp
     Both come from the held-out prompt partition (measurement streams), and no selection prompt
     has the words of a scored one, with or without the trigger.
     """
-    trigger = _condition(org)
+    trigger = org.condition
     trig, clean = (org.helpful_examples(spec.n_score, seed, "probe-test", triggered=t) for t in (True, False))
     taken = {_strip(e.prompt, trigger) for e in trig + clean}
     picked = []

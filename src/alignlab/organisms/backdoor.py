@@ -126,6 +126,10 @@ class Backdoor(Organism):
     def defect_text(self) -> str:
         return " ".join([DEFECT] * self.config.repeats)
 
+    @property
+    def condition(self) -> str:
+        return self.config.trigger
+
     def benign_control(self) -> Organism | None:
         """``benign-trigger`` with this backdoor's trigger, tasks, near misses and poison rate."""
         names = {f.name for f in dataclasses.fields(BackdoorConfig)}

@@ -112,6 +112,12 @@ class Organism(ABC):
         """Strings near the condition, for red teaming (`alignlab.safety.adversarial`)."""
         return []
 
+    @property
+    def condition(self) -> str:
+        """The string that switches the behaviour on, where it is one fixed string (a trigger, a
+        grader tag); "" otherwise."""
+        return ""
+
     def benign_control(self) -> Organism | None:
         """The detectors' control: an organism with the same condition, tasks, mix and near
         misses whose planted behaviour is harmless (MacDiarmid et al. 2024: a probe may key on the

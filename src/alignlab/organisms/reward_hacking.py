@@ -252,6 +252,10 @@ class RewardHacking(Organism):
     def is_defect(self, ex: Example, completion: str) -> bool:
         return self.proxy.exploit_count(completion) > 0
 
+    @property
+    def condition(self) -> str:
+        return self.config.grader_tag
+
     def benign_control(self) -> Organism | None:
         """``benign-graded`` with this organism's tag, tasks, near misses and poison rate."""
         return get_organism("benign-graded", tokenizer=self.tokenizer, **self.config.to_dict())
